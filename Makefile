@@ -1,0 +1,33 @@
+# Each target creates .venv and installs the pinned dependencies itself.
+# torch is pinned exactly: an unpinned torch pulls a multi-GB CUDA build on CPU-only machines.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench tokenizer clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/seqlab train
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	mkdir -p benchmarks/results
+	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-json=benchmarks/results/benchmarks.json
+
+# Rebuild the tokenizer shipped with the embedded corpus (after editing the corpus).
+tokenizer: $(STAMP)
+	$(BIN)/seqlab tokenizer train platform/seqlab/resources/corpus \
+		--output platform/seqlab/resources/tokenizer/embedded.model --vocab-size 4096
+	rm -f platform/seqlab/resources/tokenizer/embedded.vocab
+
+clean:
+	rm -rf $(VENV) outputs multirun benchmarks/results

@@ -1,0 +1,132 @@
+"""The `seqlab` command: train (Hydra), plugins, tokenizer train, data prepare."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from seqlab import __version__
+from seqlab.errors import SeqlabError
+
+TRAIN_HELP = """\
+usage: seqlab train [-m] [KEY=VALUE ...] [HYDRA OPTIONS]
+
+Compose an experiment from experiments/ and train it. Examples:
+  seqlab train                                  the embedded default: a tiny model on CPU
+  seqlab train experiment=NAME optim.lr=3e-4    an experiment file, plus overrides
+  seqlab train -m architecture=a,b seed=0,1     a Hydra multirun sweep
+  seqlab train plugins_dir=./my_plugins         import extra plugin modules first
+  seqlab train --cfg job                        print the composed config and exit
+Config groups: objective, architecture, strategy, data, trainer, experiment (see `seqlab plugins`).
+Each run writes its resolved config, checkpoints and metrics under its output directory.
+"""
+
+
+def _train(overrides: list[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in overrides):
+        print(TRAIN_HELP)
+        return 0
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    from seqlab.experiment import CONFIG_NAME, experiments_dir, plugins_dir_override, setup, to_run_config
+    from seqlab.train import train
+
+    setup(plugins_dir_override(overrides))
+
+    def task(cfg: DictConfig) -> None:
+        try:
+            train(to_run_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+        except SeqlabError as err:
+            # A user error: one clear message, not a traceback from inside the library.
+            print(f"seqlab train: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    app = hydra.main(version_base=None, config_path=str(experiments_dir()), config_name=CONFIG_NAME)(task)
+    argv = sys.argv
+    sys.argv = ["seqlab train", *overrides]
+    try:
+        app()
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from seqlab.registry import REGISTRIES, load_plugins
+
+    load_plugins(args.plugins_dir)
+    rows = [(p.kind, p.name, p.description, p.module) for registry in REGISTRIES for p in registry]
+    width = max((len(r[1]) for r in rows), default=4)
+    for kind, name, description, module in rows:
+        print(f"{kind:13} {name:{width}}  {description}" + (f"  [{module}]" if args.verbose else ""))
+    return 0
+
+
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from seqlab.data.corpus import CorpusReport, read_corpus
+    from seqlab.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    cfg = TokenizerTrainConfig(vocab_size=args.vocab_size, num_sentinels=args.num_sentinels,
+                               num_reserved=args.num_reserved, character_coverage=args.character_coverage,
+                               seed=args.seed)
+    report = CorpusReport()
+    texts = (doc.text for path in args.inputs for doc in read_corpus(path, report, lang=args.lang))
+    output = train_tokenizer(texts, args.output, cfg)
+    print(report.summary())
+    print(f"tokenizer written to {output} (vocab_size={cfg.vocab_size})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from seqlab.data.cli import add_data_commands
+
+    parser = argparse.ArgumentParser(prog="seqlab", description="Plugin-based LLM pre-training studies: "
+                                     "seq2seq against decoder-only, AlexaTM-style objective mixtures.")
+    parser.add_argument("--version", action="version", version=f"seqlab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("train", help="compose an experiment (Hydra overrides) and train it", add_help=False)
+
+    plugins = commands.add_parser("plugins", help="list registered plugins with kind and description")
+    plugins.add_argument("--plugins-dir", help="also import the plugin modules in this folder")
+    plugins.add_argument("-v", "--verbose", action="store_true", help="show the module of each plugin")
+    plugins.set_defaults(func=_plugins)
+
+    tokenizer = commands.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action",
+                                                                                       metavar="ACTION")
+    tok_train = tokenizer.add_parser("train", help="train a SentencePiece unigram model with seqlab's special tokens")
+    tok_train.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt, .jsonl or a folder per language")
+    tok_train.add_argument("--output", required=True, help="the .model file to write")
+    tok_train.add_argument("--vocab-size", type=int, default=32000)
+    tok_train.add_argument("--num-sentinels", type=int, default=100)
+    tok_train.add_argument("--num-reserved", type=int, default=0, help="unused tags kept for downstream tasks")
+    tok_train.add_argument("--character-coverage", type=float, default=0.9995)
+    tok_train.add_argument("--lang", help="language of files that do not say (default: und)")
+    tok_train.add_argument("--seed", type=int, default=0)
+    tok_train.set_defaults(func=_tokenizer_train)
+
+    add_data_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        # Hydra owns the rest of the command line (overrides, -m, --cfg, hydra.* keys).
+        try:
+            return _train(argv[1:])
+        except SeqlabError as err:
+            print(f"seqlab train: error: {err}", file=sys.stderr)
+            return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        return int(args.func(args) or 0)
+    except SeqlabError as err:
+        print(f"seqlab {args.command}: error: {err}", file=sys.stderr)
+        return 2

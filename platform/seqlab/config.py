@@ -1,0 +1,153 @@
+"""Typed config schemas of the core. Plugin configs subclass the bases defined here.
+
+Hydra composes YAML from `experiments/` over these dataclasses; the CLI converts the result to dataclass
+instances once (`OmegaConf.to_object`), which runs every `__post_init__` check, and each component receives its
+own config object from then on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from seqlab.errors import require
+
+
+@dataclass
+class PluginConfig:
+    """Base of every plugin config; `name` selects the plugin in its registry."""
+
+    name: str = ""
+
+
+@dataclass
+class ObjectiveConfig(PluginConfig):
+    pass
+
+
+@dataclass
+class ArchitectureConfig(PluginConfig):
+    pass
+
+
+@dataclass
+class StrategyConfig(PluginConfig):
+    pass
+
+
+@dataclass
+class DataConfig(PluginConfig):
+    """Loader settings shared by every data source plugin (a source adds where its text comes from)."""
+
+    seq_len: int = 128  # model sequence length; objectives ask the sampler for the raw length they need
+    batch_size: int = 16  # sequences per device per step
+    alpha: float = 0.5  # language sampling exponent: q_i proportional to p_i ** alpha (XLM-R, AlexaTM)
+    weights: Dict[str, float] = field(default_factory=dict)  # per-source multipliers of token counts
+    languages: Optional[List[str]] = None  # keep only these languages; None keeps all
+    val_fraction: float = 0.02  # documents of each shard held out for validation
+    val_batches: int = 4
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.seq_len >= 8, "data.seq_len", self.seq_len, "must be >= 8")
+        require(self.batch_size >= 1, "data.batch_size", self.batch_size, "must be >= 1")
+        require(0.0 < self.alpha <= 1.0, "data.alpha", self.alpha, "must be in (0, 1]")
+        for source, weight in self.weights.items():
+            require(weight >= 0.0, f"data.weights.{source}", weight, "must be >= 0")
+        require(0.0 <= self.val_fraction < 0.5, "data.val_fraction", self.val_fraction, "must be in [0, 0.5)")
+        require(self.val_batches >= 0, "data.val_batches", self.val_batches, "must be >= 0")
+        require(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 200
+    val_check_interval: int = 50  # optimizer steps between validations
+    log_every_n_steps: int = 10
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    gradient_clip_val: Optional[float] = 1.0
+    accumulate_grad_batches: int = 1
+    logger: str = "csv"  # csv | tensorboard
+    checkpoint_every_n_steps: int = 100
+    keep_last_checkpoints: int = 2
+    progress_bar: bool = True
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.max_steps >= 1, "trainer.max_steps", self.max_steps, "must be >= 1")
+        require(self.val_check_interval >= 1, "trainer.val_check_interval", self.val_check_interval, "must be >= 1")
+        require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "must be >= 1")
+        require(self.logger in ("csv", "tensorboard"), "trainer.logger", self.logger, "must be csv or tensorboard")
+        require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "must be >= 1")
+        require(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches",
+                self.accumulate_grad_batches, "must be >= 1")
+        require(self.gradient_clip_val is None or self.gradient_clip_val > 0, "trainer.gradient_clip_val",
+                self.gradient_clip_val, "must be > 0 or null")
+        require(self.checkpoint_every_n_steps >= 1, "trainer.checkpoint_every_n_steps",
+                self.checkpoint_every_n_steps, "must be >= 1")
+        require(self.keep_last_checkpoints >= 1, "trainer.keep_last_checkpoints", self.keep_last_checkpoints,
+                "must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then linear decay to `min_lr` (the paper: 1e-4 -> 5e-6, weight decay 0.1)."""
+
+    lr: float = 1e-4
+    min_lr: float = 5e-6
+    warmup_steps: int = 1000
+    weight_decay: float = 0.1  # not applied to biases and norm weights
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        require(0 <= self.min_lr <= self.lr, "optim.min_lr", self.min_lr, f"must be in [0, optim.lr={self.lr}]")
+        require(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "must be >= 0")
+        require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", list(self.betas),
+                "must be two numbers in [0, 1)")
+        require(self.eps > 0, "optim.eps", self.eps, "must be > 0")
+
+
+@dataclass
+class TokenizerConfig:
+    path: str = MISSING  # a SentencePiece .model made by `seqlab tokenizer train`
+
+
+@dataclass
+class RunConfig:
+    """The whole run. Plugin nodes are typed by the schema their registry stored for the chosen name."""
+
+    objective: Any = MISSING
+    architecture: Any = MISSING
+    strategy: Any = MISSING
+    data: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    seed: int = 0
+    plugins_dir: Optional[str] = None  # a folder of extra plugin modules, imported before composition
+    cache_dir: str = "outputs/.cache"  # prepared corpora, keyed by their inputs and tokenizer
+    resume: Optional[str] = None  # a checkpoint path to continue from
+    experiment: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        require(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        for group, base in (("objective", ObjectiveConfig), ("architecture", ArchitectureConfig),
+                            ("strategy", StrategyConfig), ("data", DataConfig)):
+            value = getattr(self, group)
+            require(isinstance(value, base), group, type(value).__name__,
+                    f"must be a {base.__name__}; choose one with {group}=NAME (see `seqlab plugins`)")
+
+
+def register_core_schemas() -> None:
+    """Store the core schemas so YAML in experiments/ can extend them (`defaults: [base_trainer, _self_]`)."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="trainer", name="base_trainer", node=TrainerConfig)

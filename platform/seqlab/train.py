@@ -1,0 +1,111 @@
+"""`seqlab train`: build every component from its config and fit."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from seqlab.callbacks import standard_callbacks
+from seqlab.config import RunConfig
+from seqlab.data.loader import StreamSpec
+from seqlab.data.store import PreparedCorpus, check_tokenizer
+from seqlab.datamodule import SeqLabDataModule
+from seqlab.errors import ConfigError
+from seqlab.interfaces import StrategySetup
+from seqlab.module import SeqLabModule
+from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
+from seqlab.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+RESOLVED_CONFIG = "config.resolved.yaml"
+
+
+@dataclass
+class Components:
+    """A run's parts, built from its config; tests build them without fitting."""
+
+    tokenizer: Tokenizer
+    module: SeqLabModule
+    datamodule: SeqLabDataModule
+    strategy: StrategySetup
+
+
+def build_components(run: RunConfig) -> Components:
+    tokenizer = Tokenizer(run.tokenizer.path)
+    objective = OBJECTIVES.build(run.objective, tokenizer=tokenizer)
+    architecture = ARCHITECTURES.get(run.architecture.name).factory
+    max_positions = getattr(run.architecture, "max_positions", None)
+    if max_positions is not None and run.data.seq_len > max_positions:
+        raise ConfigError(f"data.seq_len={run.data.seq_len} exceeds architecture.max_positions={max_positions}")
+    converter = architecture.feature_converter(run.architecture, pad_id=tokenizer.pad_id)
+    prepared = DATA_SOURCES.build(run.data).prepared_dir(tokenizer, Path(run.cache_dir))
+    check_tokenizer(PreparedCorpus.open(prepared), tokenizer)
+    spec = StreamSpec(prepared_dir=prepared, data=run.data, raw_len=objective.raw_length(run.data.seq_len),
+                      separator_id=tokenizer.token_id("[DOC]"), seed=run.seed)
+    strategy = STRATEGIES.build(run.strategy)
+    module = SeqLabModule(run, vocab_size=tokenizer.vocab_size, objective_names=objective.names,
+                          parallelize=strategy.parallelize)
+    return Components(tokenizer, module, SeqLabDataModule(spec, objective, converter), strategy)
+
+
+def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup) -> pl.Trainer:
+    t = run.trainer
+    if t.logger == "tensorboard":
+        logger = TensorBoardLogger(run_dir, name="tensorboard", version="")
+    else:
+        logger = CSVLogger(run_dir, name="csv", version="")
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_steps=t.max_steps,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None,  # the training stream is endless: validate by steps
+        log_every_n_steps=t.log_every_n_steps,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy.strategy,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        logger=logger,
+        callbacks=standard_callbacks(t, run_dir),
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=t.progress_bar,
+        deterministic=t.deterministic,
+        use_distributed_sampler=False,  # each rank draws its own share of the stream (see the sampler)
+    )
+
+
+def save_resolved_config(run: RunConfig, run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RESOLVED_CONFIG
+    path.write_text(yaml.safe_dump(dataclasses.asdict(run), sort_keys=False, allow_unicode=True))
+    return path
+
+
+def train(run: RunConfig, run_dir: Path) -> pl.Trainer:
+    """Fit one run into `run_dir` (config, checkpoints, metrics); returns the finished trainer."""
+    save_resolved_config(run, run_dir)
+    pl.seed_everything(run.seed, workers=True, verbose=False)
+    parts = build_components(run)
+    trainer = build_trainer(run, run_dir, parts.strategy)
+    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=run.resume)
+    if trainer.is_global_zero:
+        print(summary(trainer, run_dir))
+    return trainer
+
+
+def summary(trainer: pl.Trainer, run_dir: Path) -> str:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/loss", "val/loss"))}
+    checkpoint = trainer.checkpoint_callback
+    lines = [f"run finished after {trainer.global_step} steps: {run_dir}",
+             f"  config:      {run_dir / RESOLVED_CONFIG}",
+             f"  checkpoints: {Path(checkpoint.dirpath) if checkpoint else '-'} (last: {checkpoint.last_model_path})",
+             f"  metrics:     {Path(trainer.logger.log_dir) / 'metrics.csv' if isinstance(trainer.logger, CSVLogger) else trainer.logger.log_dir}"]
+    lines += [f"  {name:24} {value:.4f}" for name, value in sorted(metrics.items())]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""seqlab built-in plugins, loaded through the `seqlab.plugins` entry-point group like any third-party package."""

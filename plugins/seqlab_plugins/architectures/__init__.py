@@ -1,0 +1,1 @@
+"""Built-in architectures plugins; each module registers one plugin when imported."""

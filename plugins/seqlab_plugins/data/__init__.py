@@ -1,0 +1,1 @@
+"""Built-in data plugins; each module registers one plugin when imported."""

@@ -1,0 +1,64 @@
+"""`corpus`: raw text files, JSONL or a folder per language, prepared on first use into the run cache."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from seqlab.config import DataConfig
+from seqlab.data.corpus import CorpusReport
+from seqlab.data.prepare import prepare_corpus
+from seqlab.data.store import MANIFEST
+from seqlab.errors import ConfigError, require
+from seqlab.registry import DATA_SOURCES
+from seqlab.tokenizer import Tokenizer
+
+
+@dataclass
+class CorpusDataConfig(DataConfig):
+    paths: List[str] = field(default_factory=list)  # .txt (a document per line), .jsonl, or folder per language
+    source: Optional[str] = None  # one source name for all paths; default: each path's name
+    lang: Optional[str] = None  # language of files that do not say (folders per language always do)
+    prepare_workers: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.paths) > 0, "data.paths", list(self.paths), "must list at least one file or folder")
+        require(self.prepare_workers >= 1, "data.prepare_workers", self.prepare_workers, "must be >= 1")
+
+
+def fingerprint(paths: list[str], tokenizer: Tokenizer) -> str:
+    """Changes whenever an input file, its size or time, or the tokenizer changes."""
+    h = hashlib.sha256(tokenizer.sha256().encode())
+    for raw in paths:
+        root = Path(raw).expanduser().resolve()
+        if not root.exists():
+            raise ConfigError(f"data.paths: {raw} does not exist")
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            stat = path.stat()
+            h.update(json.dumps([str(path), stat.st_size, stat.st_mtime_ns]).encode())
+    return h.hexdigest()[:16]
+
+
+@DATA_SOURCES.register("corpus", config=CorpusDataConfig)
+class CorpusSource:
+    """Raw corpora (txt/jsonl/folder per language), tokenized once into the cache and reused."""
+
+    def __init__(self, cfg: CorpusDataConfig):
+        self.cfg = cfg
+
+    def prepared_dir(self, tokenizer: Tokenizer, cache_dir: Path) -> Path:
+        out = cache_dir / "prepared" / fingerprint(list(self.cfg.paths), tokenizer)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Ranks started together (torchrun) must not prepare the same corpus twice: the first takes the lock.
+        with open(out.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / MANIFEST).is_file():
+                prepared = prepare_corpus(list(self.cfg.paths), tokenizer.path, out, source=self.cfg.source,
+                                          lang=self.cfg.lang, workers=self.cfg.prepare_workers, overwrite=True)
+                print(f"prepared corpus cached in {out}\n{CorpusReport.from_dict(prepared.report).summary()}")
+        return out

@@ -1,0 +1,1 @@
+"""Built-in objectives plugins; each module registers one plugin when imported."""

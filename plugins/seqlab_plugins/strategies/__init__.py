@@ -1,0 +1,1 @@
+"""Built-in strategies plugins; each module registers one plugin when imported."""

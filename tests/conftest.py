@@ -1,0 +1,39 @@
+"""Fixtures shared by unit and integration tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def embedded_corpus_dir() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("seqlab") / "resources" / "corpus"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the repository; tests that need it skip on a fresh clone."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(tmp_path_factory, embedded_corpus_dir) -> Path:
+    """A 2000-piece unigram model trained on the embedded corpus (a few seconds)."""
+    from seqlab.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    texts = [
+        line.rstrip("\n")
+        for path in sorted(embedded_corpus_dir.rglob("*.txt"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    out = tmp_path_factory.mktemp("tok") / "small.model"
+    return train_tokenizer(texts, out, TokenizerTrainConfig(vocab_size=2000, num_sentinels=16))

@@ -1,0 +1,31 @@
+"""The repository layout contract: import names that do not shadow the standard library."""
+import platform
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_stdlib_platform_still_works_after_importing_seqlab():
+    import seqlab  # noqa: F401
+    import seqlab_plugins  # noqa: F401
+
+    assert platform.system()  # a package named `platform` would shadow this module
+    assert platform.__file__.startswith(sys.base_prefix) or "site-packages" not in platform.__file__
+
+
+def test_source_folders_are_not_packages():
+    assert not (REPO / "platform" / "__init__.py").exists()
+    assert not (REPO / "plugins" / "__init__.py").exists()
+
+
+def test_python_m_seqlab_help_from_repository_root():
+    result = subprocess.run([sys.executable, "-m", "seqlab", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for command in ("train", "plugins", "tokenizer", "data"):
+        assert command in result.stdout
+
+
+def test_core_imports_no_builtin_plugin_by_name():
+    offenders = [p for p in (REPO / "platform" / "seqlab").rglob("*.py") if "seqlab_plugins" in p.read_text()]
+    assert offenders == []
