@@ -35,8 +35,12 @@ def _train(overrides: list[str]) -> int:
     from seqlab.train import train
 
     setup(plugins_dir_override(overrides))
+    command_line = [sys.argv[0], "train", *overrides]
 
     def task(cfg: DictConfig) -> None:
+        # Hydra has parsed the overrides; put the full command back so that Lightning's DDP launcher starts
+        # the other ranks with the same `seqlab train ...` command line.
+        sys.argv = command_line
         try:
             train(to_run_config(cfg), Path(HydraConfig.get().runtime.output_dir))
         except SeqlabError as err:
@@ -45,12 +49,11 @@ def _train(overrides: list[str]) -> int:
             raise SystemExit(2) from None
 
     app = hydra.main(version_base=None, config_path=str(experiments_dir()), config_name=CONFIG_NAME)(task)
-    argv = sys.argv
-    sys.argv = ["seqlab train", *overrides]
+    sys.argv = [command_line[0], *overrides]  # what Hydra's own argument parser expects
     try:
         app()
     finally:
-        sys.argv = argv
+        sys.argv = command_line
     return 0
 
 

@@ -63,7 +63,8 @@ class SeqLabModule(pl.LightningModule):
         metrics = self._means("val", totals)
         if totals[1].sum() > 0:
             metrics["val/loss"] = float(totals[0].sum() / totals[1].sum())
-        self.log_dict(metrics, sync_dist=False)
+        # Already summed over ranks, so every rank holds the same values and the mean sync_dist takes is a no-op.
+        self.log_dict(metrics, sync_dist=True)
         self._val_sums.zero_()
 
     def _means(self, split: str, sums: torch.Tensor) -> dict[str, float]:

@@ -87,7 +87,7 @@ def train_tokenizer(texts: Iterable[str], output: str | Path, cfg: TokenizerTrai
 def missing_tokenizer_message(path: str | Path) -> str:
     return (
         f"tokenizer.path={path}: file not found. Train one on your corpus with\n"
-        f"  seqlab tokenizer train --input CORPUS_PATH --output {path} --vocab-size 32000\n"
+        f"  seqlab tokenizer train CORPUS_PATH --output {path} --vocab-size 32000\n"
         "or point tokenizer.path at an existing SentencePiece .model file."
     )
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from seqlab.callbacks import standard_callbacks
 from seqlab.config import RunConfig
@@ -20,8 +21,6 @@ from seqlab.interfaces import StrategySetup
 from seqlab.module import SeqLabModule
 from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
 from seqlab.tokenizer import Tokenizer
-
-log = logging.getLogger(__name__)
 RESOLVED_CONFIG = "config.resolved.yaml"
 
 
@@ -81,6 +80,7 @@ def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup) -> pl.
     )
 
 
+@rank_zero_only
 def save_resolved_config(run: RunConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RESOLVED_CONFIG
@@ -90,6 +90,8 @@ def save_resolved_config(run: RunConfig, run_dir: Path) -> Path:
 
 def train(run: RunConfig, run_dir: Path) -> pl.Trainer:
     """Fit one run into `run_dir` (config, checkpoints, metrics); returns the finished trainer."""
+    # Lightning's own pytree helper trips a torch deprecation on every batch transfer; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     save_resolved_config(run, run_dir)
     pl.seed_everything(run.seed, workers=True, verbose=False)
     parts = build_components(run)

@@ -1,0 +1,97 @@
+"""Every file in experiments/ composes and instantiates; bad values fail with the field and value named."""
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from seqlab.config import RunConfig
+from seqlab.errors import ConfigError
+from seqlab.experiment import compose_config, experiments_dir, to_run_config
+from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
+from seqlab.tokenizer import Tokenizer
+
+GROUPS = ("objective", "architecture", "strategy", "data", "trainer")
+
+
+def _overrides_for_every_file() -> list[list[str]]:
+    root = experiments_dir()
+    cases = []
+    for group in (*GROUPS, "experiment"):
+        for path in sorted((root / group).glob("*.yaml")):
+            cases.append([f"{group}={path.stem}"])
+    return cases
+
+
+def _instantiate(run: RunConfig) -> None:
+    tokenizer = Tokenizer(run.tokenizer.path)
+    objective = OBJECTIVES.build(run.objective, tokenizer=tokenizer)
+    assert objective.names and objective.raw_length(run.data.seq_len) >= run.data.seq_len
+    model = ARCHITECTURES.build(run.architecture, vocab_size=tokenizer.vocab_size)
+    assert sum(p.numel() for p in model.parameters()) > 0 and len(model.blocks) >= 1
+    assert STRATEGIES.build(run.strategy).strategy is not None
+    assert hasattr(DATA_SOURCES.build(run.data), "prepared_dir")
+
+
+def test_experiment_folder_has_presets_and_experiments():
+    root = experiments_dir()
+    assert (root / "config.yaml").is_file()
+    # Every plugin is selectable by name through the ConfigStore; these groups also ship YAML presets.
+    for group in ("architecture", "strategy", "data", "trainer", "experiment"):
+        assert list((root / group).glob("*.yaml")), f"experiments/{group}/ has no YAML"
+
+
+@pytest.mark.parametrize("overrides", _overrides_for_every_file(), ids=lambda o: o[0])
+def test_every_experiment_file_composes_and_instantiates(overrides):
+    run = to_run_config(compose_config(overrides))
+    assert isinstance(run, RunConfig)
+    _instantiate(run)
+
+
+@pytest.mark.parametrize("group, registry", [("objective", OBJECTIVES), ("architecture", ARCHITECTURES),
+                                             ("strategy", STRATEGIES), ("data", DATA_SOURCES)])
+def test_every_registered_plugin_is_selectable_by_name(group, registry, tmp_path):
+    compose_config()  # loads the plugins
+    required = {("data", "corpus"): [f"data.paths=[{tmp_path}]"], ("data", "prepared"): [f"data.path={tmp_path}"]}
+    for name in registry.names():
+        run = to_run_config(compose_config([f"{group}={name}", *required.get((group, name), [])]))
+        assert getattr(run, group).name == name
+
+
+def test_default_is_the_embedded_demo():
+    run = to_run_config(compose_config())
+    assert (run.objective.name, run.architecture.name, run.strategy.name, run.data.name) == (
+        "clm", "decoder_only", "auto", "corpus")
+    assert Path(run.data.paths[0]).name == "corpus" and Path(run.tokenizer.path).is_file()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-1", "optim.lr=-1.0: must be > 0"),
+    ("optim.min_lr=1.0", "optim.min_lr=1.0: must be in [0, optim.lr="),
+    ("data.alpha=1.5", "data.alpha=1.5: must be in (0, 1]"),
+    ("data.seq_len=4", "data.seq_len=4: must be >= 8"),
+    ("+data.weights.wiki=-2", "data.weights.wiki=-2.0: must be >= 0"),
+    ("architecture.n_heads=3", "architecture.n_heads=3: must divide architecture.d_model=128"),
+    ("trainer.logger=wandb", "trainer.logger='wandb': must be csv or tensorboard"),
+    ("strategy=ddp", None),
+    ("data.paths=[]", "data.paths=[]: must list at least one file or folder"),
+])
+def test_bad_values_name_field_and_value(override, message):
+    if message is None:
+        to_run_config(compose_config([override]))
+        return
+    with pytest.raises(ConfigError) as err:
+        to_run_config(compose_config([override]))
+    assert message in str(err.value)
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["trainer.max_steps=many"])
+    cause = err.value.__cause__
+    assert isinstance(cause, ValidationError) and "trainer.max_steps" in str(cause) and "many" in str(cause)
+
+
+def test_unknown_plugin_lists_the_options():
+    with pytest.raises(ConfigCompositionException, match=r"Could not find 'objective/nope'\s+Available options in 'objective':\s+clm"):
+        compose_config(["objective=nope"])
