@@ -8,6 +8,7 @@ from typing import Sequence
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from seqlab.config import RunConfig, register_core_schemas
 from seqlab.errors import ConfigError
@@ -60,7 +61,10 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Resolve interpolations and build the dataclasses; this runs every `__post_init__` validation."""
-    run = OmegaConf.to_object(cfg)
+    try:
+        run = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{err.full_key} is required but not set: add {err.full_key}=VALUE") from None
     if not isinstance(run, RunConfig):
         raise ConfigError(f"the composed config is a {type(run).__name__}, not a RunConfig: "
                           f"{CONFIG_NAME}.yaml must list run_schema first in its defaults")

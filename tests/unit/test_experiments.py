@@ -95,3 +95,8 @@ def test_wrong_type_names_the_key():
 def test_unknown_plugin_lists_the_options():
     with pytest.raises(ConfigCompositionException, match=r"Could not find 'objective/nope'\s+Available options in 'objective':\s+clm"):
         compose_config(["objective=nope"])
+
+
+def test_missing_required_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"data.path is required but not set: add data.path=VALUE"):
+        to_run_config(compose_config(["data=prepared"]))
