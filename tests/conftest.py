@@ -10,6 +10,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
 def embedded_corpus_dir() -> Path:
     from importlib.resources import files
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from seqlab.config import DataConfig
-from seqlab.data.sampler import PackingSampler, sampling_table, split_views
+from seqlab.data.sampler import PackingSampler, Stream, sampling_table, split_views
 from seqlab.data.store import PreparedCorpus
 from seqlab.interfaces import FeatureConverter, Objective
 
@@ -69,7 +69,7 @@ class PackedBatches(IterableDataset):
             if self.num_batches is not None and step >= self.num_batches:
                 return
             # Noise depends on (seed, step, rank) only, so a resumed stream reproduces it exactly.
-            rng = np.random.default_rng((sampler.seed, 1, step, self.spec.rank))
+            rng = np.random.default_rng((Stream.NOISE, sampler.seed, step, self.spec.rank))
             features = self.objective(tokens, rng)
             batch = self.converter(features)
             batch["objective"] = torch.from_numpy(features.objective)

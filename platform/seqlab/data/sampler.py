@@ -12,14 +12,29 @@ in a checkpoint and passing it back resumes the exact same stream.
 """
 from __future__ import annotations
 
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from seqlab.data.store import Shard
 from seqlab.errors import ConfigError, DataError
+
+
+class Stream(IntEnum):
+    """First word of every random stream's seed, so no two uses of the run seed ever share a stream.
+
+    numpy pads seed tuples with zeros, so (seed, 1) and (seed, 1, 0, 0) are the same stream: tags differ at a
+    fixed position and each tag's tuples have a fixed length.
+    """
+
+    DRAW = 1  # (tag, seed, step): which view each sequence of a step comes from
+    ORDER = 2  # (tag, seed, view, epoch): document order of a view in one epoch
+    SPLIT = 3  # (tag, seed, shard-name hash, n_docs): held-out documents of a shard
+    NOISE = 4  # (tag, seed, step, rank): the objective's randomness for one batch
 
 
 @dataclass(frozen=True)
@@ -45,15 +60,17 @@ class ShardView:
 def split_views(shards: Sequence[Shard], val_fraction: float, seed: int = 0) -> tuple[list[ShardView], list[ShardView]]:
     """Hold out `val_fraction` of each shard's documents (at least one when the shard has two or more).
 
-    The held-out set depends only on `seed` and the shard, not on the training seed, so validation losses of
-    runs with different training seeds are comparable.
+    The held-out set depends only on `seed` and the shard itself (its name and size; not its position among
+    the shards, nor the training seed), so filtering languages or adding a source never moves a document
+    between training and validation, and validation losses of different runs are comparable.
     """
     train, val = [], []
-    for i, shard in enumerate(shards):
+    for shard in shards:
         n = shard.n_docs
         n_val = min(n - 1, max(1 if val_fraction > 0 and n > 1 else 0, int(round(n * val_fraction))))
         held = np.zeros(n, dtype=bool)
-        held[np.random.default_rng((seed, i, n)).permutation(n)[:n_val]] = True
+        rng = np.random.default_rng((Stream.SPLIT, seed, zlib.crc32(shard.name.encode()), n))
+        held[rng.permutation(n)[:n_val]] = True
         train.append(ShardView(shard, np.flatnonzero(~held)))
         if n_val:
             val.append(ShardView(shard, np.flatnonzero(held)))
@@ -86,6 +103,12 @@ def sampling_table(views: Sequence[ShardView], alpha: float, weights: Mapping[st
     return SamplingTable(q[lang_of] * within, languages, p, q)
 
 
+def ragged_arange(counts: np.ndarray) -> np.ndarray:
+    """Concatenated aranges: [0..counts[0]), [0..counts[1]), ... without a Python loop."""
+    total = int(counts.sum())
+    return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 class PackingSampler:
     """Yields (tokens (B, raw_len) int64, state after the step) for one consumer of the stream."""
 
@@ -99,8 +122,12 @@ class PackingSampler:
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
+        # Lengths of every document of each view's shard, computed once: np.diff over a shard's offsets would
+        # otherwise read the whole index for every batch.
+        self._doc_lengths = [v.shard.lengths for v in self.views]
         # (V,) tokens in one epoch of each view's stream, separators included
-        self._stream_len = np.array([int(v.lengths.sum()) + len(v.docs) for v in self.views], dtype=np.int64)
+        self._stream_len = np.array([int(n[v.docs].sum()) + len(v.docs) for v, n in zip(self.views, self._doc_lengths)],
+                                    dtype=np.int64)
         self._epochs: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.step = 0
         self.cursors = np.zeros(len(self.views), dtype=np.int64)
@@ -122,7 +149,7 @@ class PackingSampler:
 
     def _draw(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Views and stream offsets of all (replica, row) sequences of one step: two (R, B) arrays."""
-        rng = np.random.default_rng((self.seed, step))
+        rng = np.random.default_rng((Stream.DRAW, self.seed, step))
         choice = rng.choice(len(self.views), size=(self.num_replicas, self.batch_size), p=self.probs)
         flat = choice.ravel()
         counts = np.bincount(flat, minlength=len(self.views))
@@ -135,50 +162,89 @@ class PackingSampler:
         return choice, start.reshape(choice.shape)
 
     def _epoch(self, v: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(document ids in this epoch's order, stream start of each) for view v; a small LRU cache."""
+        """(document ids in this epoch's order, stream start of each slot + the end) for view v; a small LRU.
+
+        Slot j holds document order[j] at stream positions [starts[j], starts[j+1] - 1), then one separator.
+        """
         key = (v, epoch)
         if key not in self._epochs:
             view = self.views[v]
-            order = view.docs[np.random.default_rng((self.seed, 1, v, epoch)).permutation(len(view.docs))]
+            rng = np.random.default_rng((Stream.ORDER, self.seed, v, epoch))
+            order = view.docs[rng.permutation(len(view.docs))]
             starts = np.zeros(len(order) + 1, dtype=np.int64)
-            np.cumsum(view.shard.lengths[order] + 1, out=starts[1:])
+            np.cumsum(self._doc_lengths[v][order] + 1, out=starts[1:])
             self._epochs[key] = (order, starts)
             if len(self._epochs) > 2 * len(self.views):
                 self._epochs.popitem(last=False)
         self._epochs.move_to_end(key)
         return self._epochs[key]
 
-    def _gather(self, v: int, pos: np.ndarray) -> np.ndarray:
-        """Token ids at stream positions `pos` (any shape) of view v."""
+    def _gather_epoch(self, v: int, epoch: int, lo: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """Tokens of k stream pieces [lo, lo + length) inside one epoch of view v, concatenated: (sum(length),).
+
+        Each piece is cut into segments, one per document slot it touches; a segment is a contiguous slice of
+        the shard's token file, so the gather index is one arange shifted per segment. Work is per token only
+        in numpy, per segment only in `np.repeat`.
+        """
+        order, starts = self._epoch(v, epoch)
         shard = self.views[v].shard
-        epoch, local = np.divmod(pos, self._stream_len[v])
-        out = np.empty(pos.shape, dtype=np.int64)
-        for e in np.unique(epoch):  # one or two epochs per batch, never one per token
+        first = np.searchsorted(starts, lo, side="right") - 1  # (k,) slot of each piece's first token
+        last = np.searchsorted(starts, lo + length - 1, side="right") - 1
+        n_segments = last - first + 1
+        piece = np.repeat(np.arange(len(lo)), n_segments)
+        slot = np.repeat(first, n_segments) + ragged_arange(n_segments)  # (S,)
+        seg_lo = np.maximum(starts[slot], lo[piece])
+        seg_hi = np.minimum(starts[slot + 1], lo[piece] + length[piece])
+        seg_len = seg_hi - seg_lo
+        dst = np.cumsum(seg_len) - seg_len  # (S,) where each segment starts in the output
+        index = np.repeat(shard.offsets[order[slot]] - starts[slot] + seg_lo - dst, seg_len)
+        index += np.arange(len(index))
+        # A separator's position maps one past its document, which for the shard's last document is out of
+        # range: clip, then overwrite separators below.
+        np.minimum(index, shard.n_tokens - 1, out=index)
+        tokens = shard.tokens[index].astype(np.int64)
+        reaches_separator = seg_hi == starts[slot + 1]
+        tokens[(dst + seg_len - 1)[reaches_separator]] = self.separator_id
+        return tokens
+
+    def _gather_rows(self, v: int, start: np.ndarray) -> np.ndarray:
+        """(n,) stream starts in view v -> (n, raw_len) tokens. Rows crossing an epoch end are cut in pieces."""
+        L, T = self.raw_len, self._stream_len[v]
+        first, last = start // T, (start + L - 1) // T
+        n_pieces = last - first + 1
+        row = np.repeat(np.arange(len(start)), n_pieces)
+        epoch = np.repeat(first, n_pieces) + ragged_arange(n_pieces)  # pieces in row-major order
+        lo = np.maximum(start[row], epoch * T)
+        length = np.minimum(start[row] + L, (epoch + 1) * T) - lo
+        if len(lo) == len(start) and first.min() == first.max():  # the common case: one epoch, whole rows
+            return self._gather_epoch(v, int(first[0]), lo - first[0] * T, length).reshape(-1, L)
+        out = np.empty(len(start) * L, dtype=np.int64)
+        dst = np.cumsum(length) - length
+        for e in np.unique(epoch):  # a handful of epochs, never one per token
             sel = epoch == e
-            order, starts = self._epoch(v, int(e))
-            slot = np.searchsorted(starts, local[sel], side="right") - 1
-            offset = local[sel] - starts[slot]
-            doc = order[slot]
-            length = shard.lengths[doc]
-            is_separator = offset >= length
-            index = shard.offsets[doc] + np.minimum(offset, np.maximum(length - 1, 0))
-            out[sel] = np.where(is_separator, self.separator_id, shard.tokens[index])
-        return out
+            positions = np.repeat(dst[sel], length[sel]) + ragged_arange(length[sel])
+            out[positions] = self._gather_epoch(v, int(e), lo[sel] - e * T, length[sel])
+        return out.reshape(-1, L)
 
     def materialise(self, choice: np.ndarray, start: np.ndarray) -> np.ndarray:
         """(B,) views and stream starts -> (B, raw_len) token ids."""
-        pos = start[:, None] + np.arange(self.raw_len, dtype=np.int64)  # (B, raw_len)
-        tokens = np.empty(pos.shape, dtype=np.int64)
+        tokens = np.empty((len(choice), self.raw_len), dtype=np.int64)
         for v in np.unique(choice):
             rows = choice == v
-            tokens[rows] = self._gather(int(v), pos[rows])
+            tokens[rows] = self._gather_rows(int(v), start[rows])
         return tokens
 
     def iterate(self, consumer: int = 0, num_consumers: int = 1) -> Iterator[tuple[int, np.ndarray, dict]]:
-        """Endless (step, tokens, state after step) for steps owned by `consumer` (step % num_consumers)."""
+        """Endless (step, tokens, state after step) for the steps owned by `consumer`.
+
+        Consumers take turns from the step they start at, not from step 0: a DataLoader reads its workers
+        round-robin from worker 0, so after resuming at an odd step, ownership by `step % n` would hand out
+        batches out of order.
+        """
+        first = self.step
         while True:
             step = self.step
             choice, start = self._draw(step)
             self.step += 1
-            if step % num_consumers == consumer:
+            if (step - first) % num_consumers == consumer:
                 yield step, self.materialise(choice[self.rank], start[self.rank]), self.state_dict()
