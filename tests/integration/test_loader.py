@@ -112,3 +112,13 @@ def test_resume_with_two_workers_continues_the_stream_in_order(spec, objective, 
     loaded = load(resumed, num_workers=2, n=BATCHES - 1)
     assert [b["sampler_state"]["step"] for b in loaded] == [b["sampler_state"]["step"] for b in batches[1:]]
     assert_same_batches(loaded, batches[1:])
+
+
+def test_languages_filter_keeps_only_the_named_languages(spec):
+    only = replace(spec, data=DataConfig(seq_len=SEQ_LEN, batch_size=4, val_fraction=0.1, languages=["hi", "ja"]))
+    assert sorted(v.shard.lang for v in open_views(only, "train")) == ["hi", "ja"]
+    full_val = {v.shard.lang: v.docs for v in open_views(spec, "val")}
+    for view in open_views(only, "val"):  # filtering never moves documents between train and validation
+        np.testing.assert_array_equal(view.docs, full_val[view.shard.lang])
+    sampler = build_sampler(only, "train")
+    assert {sampler.views[v].shard.lang for v in sampler._draw(0)[0].ravel()} <= {"hi", "ja"}

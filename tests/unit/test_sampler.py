@@ -398,3 +398,17 @@ def test_replicas_split_each_step_and_consume_the_stream_without_overlap(seed, b
     for index, stream in rows_by_shard(interleaved).items():
         check_stream(stream, views[index].shard, index, views[index].docs)
         assert stream.size == final[index]
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), replicas=st.integers(1, 4), batch_size=st.integers(1, 4))
+def test_data_parallel_global_batch_equals_the_single_process_batch(seed, replicas, batch_size):
+    """R ranks of batch B see, together and in rank order, exactly the R*B sequences of one process: DDP and
+    single-process training on the same global batch consume identical data."""
+    views = mixed_views()
+    single = take(make_sampler(views, raw_len=7, batch_size=replicas * batch_size, seed=seed), 5)
+    ranks = [take(make_sampler(views, raw_len=7, batch_size=batch_size, seed=seed, num_replicas=replicas, rank=r), 5)
+             for r in range(replicas)]
+    for step in range(5):
+        together = np.concatenate([ranks[r][step][1] for r in range(replicas)])
+        np.testing.assert_array_equal(together, single[step][1])
