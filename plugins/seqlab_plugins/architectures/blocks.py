@@ -89,8 +89,15 @@ def init_linear_and_embeddings(module: nn.Module, std: float, n_residual_layers:
             nn.init.zeros_(sub.bias)
 
 
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (B, T, V), labels (B, T) -> per-example summed cross-entropy (B,) and label counts (B,)."""
-    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
-                           reduction="none").view_as(labels)  # (B, T)
-    return loss.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+def target_losses(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden (B, T, C), labels (B, T) -> per-example summed cross-entropy (B,) and label counts (B,).
+
+    Logits are computed only where there is a label: the vocabulary projection is the largest matmul of a small
+    model, and under denoising or prefix-LM objectives about half of a decoder-only sequence is input without
+    loss. (Selecting positions makes a data-dependent shape, one host sync; cheap next to the saved matmul.)
+    """
+    rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)  # (N,) each
+    logits = head(hidden[rows, cols])  # (N, V)
+    loss = F.cross_entropy(logits.float(), labels[rows, cols], reduction="none")  # (N,)
+    B = labels.shape[0]
+    return loss.new_zeros(B).index_add_(0, rows, loss), torch.bincount(rows, minlength=B)

@@ -13,7 +13,7 @@ from seqlab.errors import DataError, require
 from seqlab.interfaces import Batch, Features, LossOutput
 from seqlab.registry import ARCHITECTURES
 from seqlab_plugins.architectures.blocks import (
-    IGNORE_INDEX, DecoderBlock, init_linear_and_embeddings, prefix_lm_mask, token_losses,
+    IGNORE_INDEX, DecoderBlock, init_linear_and_embeddings, prefix_lm_mask, target_losses,
 )
 
 
@@ -109,19 +109,23 @@ class DecoderOnly(nn.Module):
     def init_weights(self) -> None:
         init_linear_and_embeddings(self, self.cfg.init_std, self.cfg.n_layers)
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, V); mask (B, 1, T, T) bool or None for plain causal."""
+    def hidden(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> final hidden states (B, T, C); mask (B, 1, T, T) bool or None for plain causal."""
         T = input_ids.shape[1]
         pos = torch.arange(T, device=input_ids.device)
         x = self.dropout(self.embed(input_ids) + self.positions(pos))  # (B, T, C)
         for block in self.blocks:
             x = block(x, mask)
-        return self.head(self.final_norm(x))  # (B, T, V)
+        return self.final_norm(x)
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, V)."""
+        return self.head(self.hidden(input_ids, mask))
 
     def loss(self, batch: Batch) -> LossOutput:
         ids = batch["input_ids"]
         mask = None
         if "lengths" in batch:
             mask = prefix_lm_mask(batch["lengths"], batch["prefix_lengths"], ids.shape[1])
-        loss_sum, tokens = token_losses(self(ids, mask), batch["labels"])
+        loss_sum, tokens = target_losses(self.hidden(ids, mask), self.head, batch["labels"])
         return LossOutput(loss_sum, tokens)
