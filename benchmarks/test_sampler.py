@@ -14,6 +14,7 @@ import pytest
 
 from seqlab.data.sampler import PackingSampler, sampling_table, split_views
 from seqlab.data.store import PreparedCorpus, token_dtype, write_manifest, write_shard
+from seqlab.interfaces import RowPlan
 
 RAW_LEN = 1025  # seq_len 1024 plus the one token a causal LM shifts by
 BATCH_SIZE = 64
@@ -54,15 +55,15 @@ def corpus(tmp_path_factory) -> PreparedCorpus:
 def new_sampler(corpus: PreparedCorpus) -> PackingSampler:
     views, _ = split_views(corpus.shards, 0.0)
     table = sampling_table(views, alpha=0.5, weights={})
-    return PackingSampler(views, table.probs, raw_len=RAW_LEN, batch_size=BATCH_SIZE, separator_id=SEPARATOR,
-                          seed=0)
+    return PackingSampler(views, table.probs, planner=lambda n, rng: RowPlan.uniform(n, RAW_LEN),
+                          batch_size=BATCH_SIZE, separator_id=SEPARATOR, seed=0)
 
 
 def vectorised_batch(sampler: PackingSampler) -> np.ndarray:
     """What PackingSampler.iterate does per step, minus the state dict."""
-    choice, start = sampler._draw(sampler.step)
+    draw = sampler._draw(sampler.step)
     sampler.step += 1
-    return sampler.materialise(choice[0], start[0])
+    return sampler.materialise(draw.choice[0], draw.start[0], draw.plan).tokens
 
 
 class PythonPacker:
@@ -76,7 +77,7 @@ class PythonPacker:
 
     def _document(self, v: int) -> np.ndarray:
         epoch, i = self.next_doc[v]
-        order, _ = self.sampler._epoch(v, epoch)
+        order, _ = self.sampler.streams.epoch(v, epoch)
         self.next_doc[v] = (epoch, i + 1) if i + 1 < len(order) else (epoch + 1, 0)
         return self.sampler.views[v].shard.document(int(order[i]))
 
@@ -90,7 +91,7 @@ class PythonPacker:
         return sequence
 
     def batch(self) -> np.ndarray:
-        choice, _ = self.sampler._draw(self.sampler.step)
+        choice = self.sampler._draw(self.sampler.step).choice
         self.sampler.step += 1
         return np.array([self._sequence(int(v)) for v in choice[0]], dtype=np.int64)
 

@@ -18,6 +18,46 @@ from seqlab.tokenizer import Tokenizer
 
 
 @dataclass
+class RowPlan:
+    """What the sampler must cut for each row of a step, decided by the objective before any token is read.
+
+    Planning first lets one batch mix children that need different raw lengths (T5-style corruption asks
+    for more raw tokens than the model length) or a whole document instead of a packed slice (AlexaTM's CLM).
+    """
+
+    length: np.ndarray  # (n,) int64: raw tokens the row needs (document rows: at most this many)
+    document: np.ndarray  # (n,) bool: one document from its start, instead of a slice of the packed stream
+    task: np.ndarray  # (n,) int64: index into Objective.names of the (child) objective that gets the row
+
+    def __post_init__(self) -> None:
+        self.length = np.asarray(self.length, dtype=np.int64)
+        self.document = np.asarray(self.document, dtype=bool)
+        self.task = np.asarray(self.task, dtype=np.int64)
+
+    @classmethod
+    def uniform(cls, n: int, length: int, document: bool = False, task: int = 0) -> "RowPlan":
+        return cls(np.full(n, length), np.full(n, document), np.full(n, task))
+
+    def select(self, rows: np.ndarray) -> "RowPlan":
+        return RowPlan(self.length[rows], self.document[rows], self.task[rows])
+
+
+@dataclass
+class Rows:
+    """Raw token rows as the sampler cut them: packed slices (separated by [DOC]) or single documents."""
+
+    tokens: np.ndarray  # (B, W) int64, right-padded with the pad id
+    lengths: np.ndarray  # (B,) int64: real tokens per row; packed rows are always full (= plan.length)
+    plan: RowPlan  # the plan of these B rows
+
+    def select(self, rows: np.ndarray) -> "Rows":
+        """The subset `rows` (bool mask or indices), trimmed to its own longest row."""
+        lengths = self.lengths[rows]
+        width = int(lengths.max()) if len(lengths) else 0
+        return Rows(self.tokens[rows, :width], lengths, self.plan.select(rows))
+
+
+@dataclass
 class Features:
     """One batch of model-neutral examples. Arrays are right-padded with the pad id."""
 
@@ -29,15 +69,19 @@ class Features:
 
 
 class Objective(Protocol):
-    """Built by `OBJECTIVES.build(cfg, tokenizer=...)`; runs inside data-loader workers."""
+    """Built by `OBJECTIVES.build(cfg, tokenizer=..., seq_len=...)`; runs inside data-loader workers.
 
-    names: tuple[str, ...]  # one per child objective; losses are logged under these names
+    `seq_len` bounds what the model reads: inputs and targets are each at most seq_len tokens long.
+    Everything is vectorised over the batch: no Python loop per token (or per example) on this path.
+    """
 
-    def raw_length(self, seq_len: int) -> int:
-        """How many raw tokens per sequence the sampler must pack for a model length of `seq_len`."""
+    names: tuple[str, ...]  # one per (child) objective; losses are logged under these names
 
-    def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> Features:
-        """tokens: (B, raw_length) int64 packed sequences -> Features. Vectorised over the batch."""
+    def plan(self, n: int, rng: np.random.Generator) -> RowPlan:
+        """Rows to cut for the next n sequences (all ranks of a step): same rng, same plan, everywhere."""
+
+    def __call__(self, rows: Rows, rng: np.random.Generator) -> Features:
+        """Raw rows (with their plan) -> Features; Features.objective is rows.plan.task."""
 
 
 Batch = Mapping[str, Any]  # the tensors an architecture's converter produced, plus "objective" (B,)

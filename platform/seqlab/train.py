@@ -36,7 +36,7 @@ class Components:
 
 def build_components(run: RunConfig) -> Components:
     tokenizer = Tokenizer(run.tokenizer.path)
-    objective = OBJECTIVES.build(run.objective, tokenizer=tokenizer)
+    objective = OBJECTIVES.build(run.objective, tokenizer=tokenizer, seq_len=run.data.seq_len)
     architecture = ARCHITECTURES.get(run.architecture.name).factory
     max_positions = getattr(run.architecture, "max_positions", None)
     if max_positions is not None and run.data.seq_len > max_positions:
@@ -44,8 +44,7 @@ def build_components(run: RunConfig) -> Components:
     converter = architecture.feature_converter(run.architecture, pad_id=tokenizer.pad_id)
     prepared = DATA_SOURCES.build(run.data).prepared_dir(tokenizer, Path(run.cache_dir))
     check_tokenizer(PreparedCorpus.open(prepared), tokenizer)
-    spec = StreamSpec(prepared_dir=prepared, data=run.data, raw_len=objective.raw_length(run.data.seq_len),
-                      separator_id=tokenizer.token_id("[DOC]"), seed=run.seed)
+    spec = StreamSpec(prepared_dir=prepared, data=run.data, separator_id=tokenizer.token_id("[DOC]"), seed=run.seed)
     strategy = STRATEGIES.build(run.strategy)
     module = SeqLabModule(run, vocab_size=tokenizer.vocab_size, objective_names=objective.names,
                           parallelize=strategy.parallelize)

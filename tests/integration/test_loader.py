@@ -28,7 +28,8 @@ def tokenizer(small_tokenizer) -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def objective(tokenizer) -> CausalLM:
-    return CausalLM(ClmConfig(name="clm"), tokenizer=tokenizer)
+    # Packed next-token prediction without a mode token: the model reads exactly the sampled tokens.
+    return CausalLM(ClmConfig(name="clm", packed=True, mode_token=False), tokenizer=tokenizer, seq_len=SEQ_LEN)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def spec(tmp_path_factory, small_tokenizer, embedded_corpus_dir, tokenizer, obje
     prepared = tmp_path_factory.mktemp("loader") / "prepared"
     prepare_corpus([embedded_corpus_dir], small_tokenizer, prepared, progress=False)
     return StreamSpec(prepared_dir=prepared, data=DataConfig(seq_len=SEQ_LEN, batch_size=4, val_fraction=0.1),
-                      raw_len=objective.raw_length(SEQ_LEN), separator_id=tokenizer.token_id("[DOC]"), seed=7)
+                      separator_id=tokenizer.token_id("[DOC]"), seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +61,18 @@ def assert_same_batches(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Non
 
 def test_batches_are_the_sampler_stream_through_objective_and_converter(spec, objective, converter, tokenizer):
     batches = load(PackedBatches(spec, "train", objective, converter), num_workers=0)
-    expected = itertools.islice(build_sampler(spec, "train").iterate(), BATCHES)
+    expected = itertools.islice(build_sampler(spec, "train", objective.plan).iterate(), BATCHES)
     saw_separator = False
-    for batch, (step, tokens, state) in zip(batches, expected):
-        model_keys = converter(objective(tokens, np.random.default_rng(0))).keys()  # CLM draws no noise
+    for batch, (step, rows, state) in zip(batches, expected):
+        tokens = rows.tokens
+        model_keys = converter(objective(rows, np.random.default_rng(0))).keys()  # CLM draws no noise
         assert batch.keys() == {*model_keys, "objective", "sampler_state"}
         assert batch["sampler_state"] == state and state["step"] == step + 1
         # Packed CLM: the model reads tokens[:-1] and predicts tokens[1:], every position a target, no padding.
-        assert batch["input_ids"].shape == batch["labels"].shape == (spec.data.batch_size, SEQ_LEN)
+        assert batch["input_ids"].shape == batch["labels"].shape == (spec.data.batch_size, SEQ_LEN - 1)
         assert torch.equal(batch["input_ids"], torch.from_numpy(tokens[:, :-1]))
         assert torch.equal(batch["labels"], torch.from_numpy(tokens[:, 1:]))
-        assert batch["num_tokens"] == spec.data.batch_size * SEQ_LEN
+        assert batch["num_tokens"] == spec.data.batch_size * (SEQ_LEN - 1)
         assert torch.equal(batch["objective"], torch.zeros(spec.data.batch_size, dtype=torch.int64))
         assert not (tokens == tokenizer.pad_id).any()
         saw_separator |= bool((tokens == spec.separator_id).any())
@@ -114,11 +116,11 @@ def test_resume_with_two_workers_continues_the_stream_in_order(spec, objective, 
     assert_same_batches(loaded, batches[1:])
 
 
-def test_languages_filter_keeps_only_the_named_languages(spec):
+def test_languages_filter_keeps_only_the_named_languages(spec, objective):
     only = replace(spec, data=DataConfig(seq_len=SEQ_LEN, batch_size=4, val_fraction=0.1, languages=["hi", "ja"]))
     assert sorted(v.shard.lang for v in open_views(only, "train")) == ["hi", "ja"]
     full_val = {v.shard.lang: v.docs for v in open_views(spec, "val")}
     for view in open_views(only, "val"):  # filtering never moves documents between train and validation
         np.testing.assert_array_equal(view.docs, full_val[view.shard.lang])
-    sampler = build_sampler(only, "train")
+    sampler = build_sampler(only, "train", objective.plan)
     assert {sampler.views[v].shard.lang for v in sampler._draw(0)[0].ravel()} <= {"hi", "ja"}

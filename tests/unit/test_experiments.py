@@ -1,6 +1,7 @@
 """Every file in experiments/ composes and instantiates; bad values fail with the field and value named."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
@@ -25,8 +26,9 @@ def _overrides_for_every_file() -> list[list[str]]:
 
 def _instantiate(run: RunConfig) -> None:
     tokenizer = Tokenizer(run.tokenizer.path)
-    objective = OBJECTIVES.build(run.objective, tokenizer=tokenizer)
-    assert objective.names and objective.raw_length(run.data.seq_len) >= run.data.seq_len
+    objective = OBJECTIVES.build(run.objective, tokenizer=tokenizer, seq_len=run.data.seq_len)
+    plan = objective.plan(8, np.random.default_rng(0))
+    assert objective.names and len(plan.length) == 8 and (plan.task < len(objective.names)).all()
     model = ARCHITECTURES.build(run.architecture, vocab_size=tokenizer.vocab_size)
     assert sum(p.numel() for p in model.parameters()) > 0 and len(model.blocks) >= 1
     assert STRATEGIES.build(run.strategy).strategy is not None
@@ -52,7 +54,8 @@ def test_every_experiment_file_composes_and_instantiates(overrides):
                                              ("strategy", STRATEGIES), ("data", DATA_SOURCES)])
 def test_every_registered_plugin_is_selectable_by_name(group, registry, tmp_path):
     compose_config()  # loads the plugins
-    required = {("data", "corpus"): [f"data.paths=[{tmp_path}]"], ("data", "prepared"): [f"data.path={tmp_path}"]}
+    required = {("data", "corpus"): [f"data.paths=[{tmp_path}]"], ("data", "prepared"): [f"data.path={tmp_path}"],
+                ("objective", "mixture"): ["objective.children=[{objective:{name:clm},rate:1.0}]"]}
     for name in registry.names():
         run = to_run_config(compose_config([f"{group}={name}", *required.get((group, name), [])]))
         assert getattr(run, group).name == name
@@ -61,7 +64,8 @@ def test_every_registered_plugin_is_selectable_by_name(group, registry, tmp_path
 def test_default_is_the_embedded_demo():
     run = to_run_config(compose_config())
     assert (run.objective.name, run.architecture.name, run.strategy.name, run.data.name) == (
-        "clm", "decoder_only", "auto", "corpus")
+        "mixture", "decoder_only", "auto", "corpus")
+    assert [(c.objective.name, c.rate) for c in run.objective.children] == [("alexatm_denoising", 0.8), ("clm", 0.2)]
     assert Path(run.data.paths[0]).name == "corpus" and Path(run.tokenizer.path).is_file()
 
 
@@ -93,7 +97,8 @@ def test_wrong_type_names_the_key():
 
 
 def test_unknown_plugin_lists_the_options():
-    with pytest.raises(ConfigCompositionException, match=r"Could not find 'objective/nope'\s+Available options in 'objective':\s+clm"):
+    with pytest.raises(ConfigCompositionException,
+                       match=r"(?s)Could not find 'objective/nope'\s+Available options in 'objective':.*\tclm\n"):
         compose_config(["objective=nope"])
 
 

@@ -17,6 +17,8 @@ from hypothesis import given, settings, strategies as st
 from seqlab.data.sampler import PackingSampler, ShardView, sampling_table, split_views
 from seqlab.data.store import Shard
 from seqlab.errors import ConfigError, DataError
+from seqlab.interfaces import RowPlan
+from seqlab.tokenizer import PAD_ID
 
 SEP = 0  # separator id; every document token is >= 1, so separators are unambiguous
 DOC_BASE = 10**6  # positions per document: test documents are far shorter
@@ -51,8 +53,8 @@ def whole(shard: Shard) -> ShardView:
 def make_sampler(views: list[ShardView], *, raw_len: int, batch_size: int, seed: int, alpha: float = 0.5,
                  weights: dict[str, float] | None = None, num_replicas: int = 1, rank: int = 0) -> PackingSampler:
     table = sampling_table(views, alpha, weights or {})
-    return PackingSampler(views, table.probs, raw_len=raw_len, batch_size=batch_size, separator_id=SEP,
-                          seed=seed, num_replicas=num_replicas, rank=rank)
+    return PackingSampler(views, table.probs, planner=lambda n, rng: RowPlan.uniform(n, raw_len),
+                          batch_size=batch_size, separator_id=SEP, seed=seed, num_replicas=num_replicas, rank=rank)
 
 
 Batch = tuple[int, np.ndarray, dict]  # (step, tokens (B, raw_len), sampler state after the step)
@@ -60,7 +62,8 @@ Batch = tuple[int, np.ndarray, dict]  # (step, tokens (B, raw_len), sampler stat
 
 def take(sampler: PackingSampler, steps: int, consumer: int = 0, num_consumers: int = 1) -> list[Batch]:
     """The first `steps` batches that `consumer` owns."""
-    return list(itertools.islice(sampler.iterate(consumer, num_consumers), steps))
+    return [(step, rows.tokens, state)
+            for step, rows, state in itertools.islice(sampler.iterate(consumer, num_consumers), steps)]
 
 
 def rows_by_shard(batches: list[np.ndarray]) -> dict[int, np.ndarray]:
@@ -261,8 +264,8 @@ def test_training_never_reads_held_out_documents(seed, val_fraction):
         sampler = make_sampler(views, raw_len=8, batch_size=4, seed=seed)
         stream_len = np.array([v.n_tokens + len(v.docs) for v in views])
         seen: set[tuple[int, int]] = set()
-        for _, tokens, state in sampler.iterate():  # until every view has finished an epoch
-            s, d, _ = decode(tokens[tokens != SEP])
+        for _, rows, state in sampler.iterate():  # until every view has finished an epoch
+            s, d, _ = decode(rows.tokens[rows.tokens != SEP])
             seen |= set(zip(s.tolist(), d.tolist()))
             if (np.asarray(state["cursors"]) >= stream_len).all():
                 break
@@ -412,3 +415,62 @@ def test_data_parallel_global_batch_equals_the_single_process_batch(seed, replic
     for step in range(5):
         together = np.concatenate([ranks[r][step][1] for r in range(replicas)])
         np.testing.assert_array_equal(together, single[step][1])
+
+
+# --- plans: per-row lengths and whole documents -------------------------------------------------------------
+
+def mixed_planner(n: int, rng: np.random.Generator) -> RowPlan:
+    """Rows of varying length, about a third of them whole documents (as a CLM child of a mixture asks)."""
+    return RowPlan(rng.integers(3, 12, n), rng.random(n) < 0.35, np.zeros(n))
+
+
+def plan_sampler(views: list[ShardView], seed: int, batch_size: int = 4, replicas: int = 1, rank: int = 0):
+    table = sampling_table(views, 0.5, {})
+    return PackingSampler(views, table.probs, planner=mixed_planner, batch_size=batch_size, separator_id=SEP,
+                          seed=seed, num_replicas=replicas, rank=rank)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1))
+def test_planned_rows_packed_slices_stay_a_stream_and_document_rows_are_whole_documents(seed):
+    views = mixed_views()
+    sampler = plan_sampler(views, seed)
+    packed: dict[int, list[np.ndarray]] = defaultdict(list)
+    documents: dict[int, list[int]] = defaultdict(list)
+    for _, rows, _ in itertools.islice(sampler.iterate(), 30):
+        assert rows.tokens.shape == (4, int(rows.lengths.max()))
+        for row, length, limit, is_doc in zip(rows.tokens, rows.lengths, rows.plan.length, rows.plan.document):
+            assert (row[length:] == PAD_ID).all(), "rows are right-padded with the pad id"
+            body = row[:length]
+            if is_doc:
+                s, d, pos = decode(body)
+                assert (s == s[0]).all() and (d == d[0]).all(), "a document row holds one document"
+                assert np.array_equal(pos, np.arange(length)), "from its start, in order"
+                assert length == min(limit, views[int(s[0])].shard.lengths[d[0]]), "cut only at the planned length"
+                documents[int(s[0])].append(int(d[0]))
+            else:
+                assert length == limit, "packed rows are always full"
+                packed[int(decode(body[body != SEP])[0][0])].append(body)
+    for index, rows_of_view in packed.items():
+        view = views[index]
+        check_stream(np.concatenate(rows_of_view), view.shard, index, view.docs)
+        assert sum(r.size for r in rows_of_view) == sampler.cursors[index]
+    for index, docs in documents.items():
+        n = len(views[index].docs)
+        epochs = [docs[i : i + n] for i in range(0, len(docs), n)]
+        assert all(len(set(e)) == len(e) for e in epochs), "each document once per epoch of the document stream"
+        assert len(docs) == sampler.doc_cursors[index]
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(0, 10), replicas=st.sampled_from([(1, 0), (2, 1)]))
+def test_planned_rows_resume_exactly(seed, k, replicas):
+    views = mixed_views()
+    straight = list(itertools.islice(plan_sampler(views, seed, replicas=replicas[0], rank=replicas[1]).iterate(),
+                                     k + 4))
+    restored = plan_sampler(views, seed, replicas=replicas[0], rank=replicas[1])
+    restored.load_state_dict(json.loads(json.dumps(straight[k][2])))
+    for (step, rows, _), (step2, rows2, _) in zip(straight[k + 1 :], restored.iterate()):
+        assert step == step2
+        np.testing.assert_array_equal(rows.tokens, rows2.tokens)
+        np.testing.assert_array_equal(rows.plan.document, rows2.plan.document)

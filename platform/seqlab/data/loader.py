@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from seqlab.config import DataConfig
-from seqlab.data.sampler import PackingSampler, Stream, sampling_table, split_views
+from seqlab.data.sampler import PackingSampler, Planner, sampling_table, split_views
+from seqlab.data.streams import Stream
 from seqlab.data.store import PreparedCorpus
 from seqlab.interfaces import FeatureConverter, Objective
 
@@ -23,7 +24,6 @@ class StreamSpec:
 
     prepared_dir: Path
     data: DataConfig
-    raw_len: int
     separator_id: int
     seed: int
     rank: int = 0
@@ -37,12 +37,12 @@ def open_views(spec: StreamSpec, split: str):
     return train if split == "train" else val
 
 
-def build_sampler(spec: StreamSpec, split: str) -> PackingSampler:
+def build_sampler(spec: StreamSpec, split: str, planner: Planner) -> PackingSampler:
     views = open_views(spec, split)
     table = sampling_table(views, spec.data.alpha, spec.data.weights)
     # Validation draws from its own fixed seed so every evaluation sees the same batches.
     seed = spec.seed if split == "train" else SPLIT_SEED
-    return PackingSampler(views, table.probs, raw_len=spec.raw_len, batch_size=spec.data.batch_size,
+    return PackingSampler(views, table.probs, planner=planner, batch_size=spec.data.batch_size,
                           separator_id=spec.separator_id, seed=seed,
                           num_replicas=spec.num_replicas, rank=spec.rank)
 
@@ -62,15 +62,15 @@ class PackedBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         consumer, consumers = (info.id, info.num_workers) if info else (0, 1)
-        sampler = build_sampler(self.spec, self.split)
+        sampler = build_sampler(self.spec, self.split, self.objective.plan)
         if self.state is not None:
             sampler.load_state_dict(self.state)
-        for step, tokens, state in sampler.iterate(consumer, consumers):
+        for step, rows, state in sampler.iterate(consumer, consumers):
             if self.num_batches is not None and step >= self.num_batches:
                 return
             # Noise depends on (seed, step, rank) only, so a resumed stream reproduces it exactly.
             rng = np.random.default_rng((Stream.NOISE, sampler.seed, step, self.spec.rank))
-            features = self.objective(tokens, rng)
+            features = self.objective(rows, rng)
             batch = self.converter(features)
             batch["objective"] = torch.from_numpy(features.objective)
             batch["sampler_state"] = state

@@ -1,40 +1,31 @@
-"""Seeded, resumable packing sampler over prepared shards (a hot path: everything is vectorised).
+"""Seeded, resumable sampler over prepared shards (a hot path: everything is vectorised).
 
-Each shard view is read as an endless stream: epoch e is a seeded permutation of the view's documents, each
-followed by one separator token ([DOC]), laid end to end. Every step draws, for each sequence of every
-data-parallel rank, the view it comes from (per-language alpha sampling, per-source weights); the sequence
-then takes the next `raw_len` tokens of that view's stream. So documents are packed back to back, a document
-longer than a sequence simply continues in a later one, and nothing is dropped.
+Every step, the objective first plans its rows (how many raw tokens each needs, packed slice or whole
+document, which child objective gets it); then each row of every data-parallel rank draws the view it comes
+from (per-language alpha sampling, per-source weights) and takes the next tokens (or document) of that view's
+stream (see streams.py). So documents are packed back to back, a document longer than a sequence continues in
+a later one, and nothing is dropped.
 
-Draws depend only on (seed, step), so every consumer (rank x data-loader worker) replays all draws, which is
-cheap, and materialises only its own batches. The state after a step is just (step, stream cursors): saving it
-in a checkpoint and passing it back resumes the exact same stream.
+Plans and draws depend only on (seed, step), so every consumer (rank x data-loader worker) replays all of them,
+which is cheap, and materialises only its own batches. The state after a step is (step, stream cursors):
+saving it in a checkpoint and passing it back resumes the exact same stream.
 """
 from __future__ import annotations
 
 import zlib
-from collections import OrderedDict
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from seqlab.data.store import Shard
+from seqlab.data.streams import Stream, ViewStreams, ragged_arange
 from seqlab.errors import ConfigError, DataError
+from seqlab.interfaces import RowPlan, Rows
+from seqlab.tokenizer import PAD_ID
 
 
-class Stream(IntEnum):
-    """First word of every random stream's seed, so no two uses of the run seed ever share a stream.
-
-    numpy pads seed tuples with zeros, so (seed, 1) and (seed, 1, 0, 0) are the same stream: tags differ at a
-    fixed position and each tag's tuples have a fixed length.
-    """
-
-    DRAW = 1  # (tag, seed, step): which view each sequence of a step comes from
-    ORDER = 2  # (tag, seed, view, epoch): document order of a view in one epoch
-    SPLIT = 3  # (tag, seed, shard-name hash, n_docs): held-out documents of a shard
-    NOISE = 4  # (tag, seed, step, rank): the objective's randomness for one batch
+Planner = Callable[[int, np.random.Generator], RowPlan]  # an objective's `plan`
 
 
 @dataclass(frozen=True)
@@ -103,41 +94,37 @@ def sampling_table(views: Sequence[ShardView], alpha: float, weights: Mapping[st
     return SamplingTable(q[lang_of] * within, languages, p, q)
 
 
-def ragged_arange(counts: np.ndarray) -> np.ndarray:
-    """Concatenated aranges: [0..counts[0]), [0..counts[1]), ... without a Python loop."""
-    total = int(counts.sum())
-    return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+class Draw(NamedTuple):
+    """Everything decided for one step, for all R replicas x B rows."""
+
+    choice: np.ndarray  # (R, B) view of each row
+    start: np.ndarray  # (R, B) packed rows: stream position; document rows: document number in the view
+    plan: RowPlan  # R * B rows, replica-major
 
 
 class PackingSampler:
-    """Yields (tokens (B, raw_len) int64, state after the step) for one consumer of the stream."""
+    """Yields (step, Rows, state after the step) for one consumer (a rank's data-loader worker)."""
 
-    def __init__(self, views: Sequence[ShardView], probs: np.ndarray, *, raw_len: int, batch_size: int,
+    def __init__(self, views: Sequence[ShardView], probs: np.ndarray, *, planner: Planner, batch_size: int,
                  separator_id: int, seed: int, num_replicas: int = 1, rank: int = 0):
-        self.views = list(views)
+        self.streams = ViewStreams(views, separator_id, seed)
+        self.views = self.streams.views
         self.probs = probs
-        self.raw_len = raw_len
+        self.planner = planner
         self.batch_size = batch_size
-        self.separator_id = separator_id
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        # Lengths of every document of each view's shard, computed once: np.diff over a shard's offsets would
-        # otherwise read the whole index for every batch.
-        self._doc_lengths = [v.shard.lengths for v in self.views]
-        # (V,) tokens in one epoch of each view's stream, separators included
-        self._stream_len = np.array([int(n[v.docs].sum()) + len(v.docs) for v, n in zip(self.views, self._doc_lengths)],
-                                    dtype=np.int64)
-        self._epochs: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.step = 0
-        self.cursors = np.zeros(len(self.views), dtype=np.int64)
+        self.cursors = np.zeros(len(self.views), dtype=np.int64)  # packed tokens read from each view
+        self.doc_cursors = np.zeros(len(self.views), dtype=np.int64)  # documents read whole from each view
 
     def fingerprint(self) -> list[str]:
-        return [f"{v.name}:{len(v.docs)}:{n}" for v, n in zip(self.views, self._stream_len)]
+        return [f"{v.name}:{len(v.docs)}:{n}" for v, n in zip(self.views, self.streams.stream_len)]
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "cursors": self.cursors.tolist(), "seed": self.seed,
-                "views": self.fingerprint()}
+        return {"step": self.step, "cursors": self.cursors.tolist(), "doc_cursors": self.doc_cursors.tolist(),
+                "seed": self.seed, "views": self.fingerprint()}
 
     def load_state_dict(self, state: Mapping) -> None:
         if list(state["views"]) != self.fingerprint() or state["seed"] != self.seed:
@@ -146,105 +133,73 @@ class PackingSampler:
                             f"this run {self.fingerprint()} seed {self.seed}")
         self.step = int(state["step"])
         self.cursors = np.asarray(state["cursors"], dtype=np.int64)
+        self.doc_cursors = np.asarray(state["doc_cursors"], dtype=np.int64)
 
-    def _draw(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Views and stream offsets of all (replica, row) sequences of one step: two (R, B) arrays."""
+    def _draw(self, step: int) -> Draw:
+        """Plan, views and stream positions of every row of one step; advances the cursors."""
+        n = self.num_replicas * self.batch_size
+        plan = self.planner(n, np.random.default_rng((Stream.PLAN, self.seed, step)))
         rng = np.random.default_rng((Stream.DRAW, self.seed, step))
-        choice = rng.choice(len(self.views), size=(self.num_replicas, self.batch_size), p=self.probs)
-        flat = choice.ravel()
-        counts = np.bincount(flat, minlength=len(self.views))
-        # Occurrence number of each sequence among those of the same view, in (replica, row) order.
-        order = np.argsort(flat, kind="stable")
-        occurrence = np.empty_like(flat)
-        occurrence[order] = np.arange(flat.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        start = self.cursors[flat] + occurrence * self.raw_len
-        self.cursors = self.cursors + counts * self.raw_len
-        return choice, start.reshape(choice.shape)
+        choice = rng.choice(len(self.views), size=n, p=self.probs)
+        # A row starts where the earlier rows of its view, in (replica, row) order, stopped reading: packed
+        # rows consume their length in tokens, document rows one document, each kind with its own cursor.
+        order = np.argsort(choice, kind="stable")
+        group_first = np.searchsorted(choice[order], choice[order], side="left")
 
-    def _epoch(self, v: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(document ids in this epoch's order, stream start of each slot + the end) for view v; a small LRU.
+        def consumed_before(amount: np.ndarray) -> np.ndarray:  # exclusive sum within each view's rows
+            ordered = amount[order]
+            before = np.cumsum(ordered) - ordered
+            out = np.empty(n, dtype=np.int64)
+            out[order] = before - before[group_first]
+            return out
 
-        Slot j holds document order[j] at stream positions [starts[j], starts[j+1] - 1), then one separator.
-        """
-        key = (v, epoch)
-        if key not in self._epochs:
-            view = self.views[v]
-            rng = np.random.default_rng((Stream.ORDER, self.seed, v, epoch))
-            order = view.docs[rng.permutation(len(view.docs))]
-            starts = np.zeros(len(order) + 1, dtype=np.int64)
-            np.cumsum(self._doc_lengths[v][order] + 1, out=starts[1:])
-            self._epochs[key] = (order, starts)
-            if len(self._epochs) > 2 * len(self.views):
-                self._epochs.popitem(last=False)
-        self._epochs.move_to_end(key)
-        return self._epochs[key]
+        tokens = np.where(plan.document, 0, plan.length)
+        docs = plan.document.astype(np.int64)
+        start = np.where(plan.document, self.doc_cursors[choice] + consumed_before(docs),
+                         self.cursors[choice] + consumed_before(tokens))
+        self.cursors = self.cursors + np.bincount(choice, weights=tokens, minlength=len(self.views)).astype(np.int64)
+        self.doc_cursors = self.doc_cursors + np.bincount(choice, weights=docs,
+                                                          minlength=len(self.views)).astype(np.int64)
+        shape = (self.num_replicas, self.batch_size)
+        return Draw(choice.reshape(shape), start.reshape(shape), plan)
 
-    def _gather_epoch(self, v: int, epoch: int, lo: np.ndarray, length: np.ndarray) -> np.ndarray:
-        """Tokens of k stream pieces [lo, lo + length) inside one epoch of view v, concatenated: (sum(length),).
-
-        Each piece is cut into segments, one per document slot it touches; a segment is a contiguous slice of
-        the shard's token file, so the gather index is one arange shifted per segment. Work is per token only
-        in numpy, per segment only in `np.repeat`.
-        """
-        order, starts = self._epoch(v, epoch)
-        shard = self.views[v].shard
-        first = np.searchsorted(starts, lo, side="right") - 1  # (k,) slot of each piece's first token
-        last = np.searchsorted(starts, lo + length - 1, side="right") - 1
-        n_segments = last - first + 1
-        piece = np.repeat(np.arange(len(lo)), n_segments)
-        slot = np.repeat(first, n_segments) + ragged_arange(n_segments)  # (S,)
-        seg_lo = np.maximum(starts[slot], lo[piece])
-        seg_hi = np.minimum(starts[slot + 1], lo[piece] + length[piece])
-        seg_len = seg_hi - seg_lo
-        dst = np.cumsum(seg_len) - seg_len  # (S,) where each segment starts in the output
-        index = np.repeat(shard.offsets[order[slot]] - starts[slot] + seg_lo - dst, seg_len)
-        index += np.arange(len(index))
-        # A separator's position maps one past its document, which for the shard's last document is out of
-        # range: clip, then overwrite separators below.
-        np.minimum(index, shard.n_tokens - 1, out=index)
-        tokens = shard.tokens[index].astype(np.int64)
-        reaches_separator = seg_hi == starts[slot + 1]
-        tokens[(dst + seg_len - 1)[reaches_separator]] = self.separator_id
-        return tokens
-
-    def _gather_rows(self, v: int, start: np.ndarray) -> np.ndarray:
-        """(n,) stream starts in view v -> (n, raw_len) tokens. Rows crossing an epoch end are cut in pieces."""
-        L, T = self.raw_len, self._stream_len[v]
-        first, last = start // T, (start + L - 1) // T
-        n_pieces = last - first + 1
-        row = np.repeat(np.arange(len(start)), n_pieces)
-        epoch = np.repeat(first, n_pieces) + ragged_arange(n_pieces)  # pieces in row-major order
-        lo = np.maximum(start[row], epoch * T)
-        length = np.minimum(start[row] + L, (epoch + 1) * T) - lo
-        if len(lo) == len(start) and first.min() == first.max():  # the common case: one epoch, whole rows
-            return self._gather_epoch(v, int(first[0]), lo - first[0] * T, length).reshape(-1, L)
-        out = np.empty(len(start) * L, dtype=np.int64)
-        dst = np.cumsum(length) - length
-        for e in np.unique(epoch):  # a handful of epochs, never one per token
-            sel = epoch == e
-            positions = np.repeat(dst[sel], length[sel]) + ragged_arange(length[sel])
-            out[positions] = self._gather_epoch(v, int(e), lo[sel] - e * T, length[sel])
-        return out.reshape(-1, L)
-
-    def materialise(self, choice: np.ndarray, start: np.ndarray) -> np.ndarray:
-        """(B,) views and stream starts -> (B, raw_len) token ids."""
-        tokens = np.empty((len(choice), self.raw_len), dtype=np.int64)
+    def materialise(self, choice: np.ndarray, start: np.ndarray, plan: RowPlan) -> Rows:
+        """One replica's (B,) views, positions and plan -> Rows (B, longest row), right-padded."""
+        lengths = plan.length.copy()
+        pieces = []
         for v in np.unique(choice):
-            rows = choice == v
-            tokens[rows] = self._gather_rows(int(v), start[rows])
-        return tokens
+            for document in (False, True):
+                rows = np.flatnonzero((choice == v) & (plan.document == document))
+                if not len(rows):
+                    continue
+                if document:
+                    tokens, lengths[rows] = self.streams.documents(int(v), start[rows], plan.length[rows])
+                else:
+                    tokens = self.streams.packed(int(v), start[rows], plan.length[rows])
+                pieces.append((rows, tokens))
+        width = int(lengths.max())
+        out = np.full((len(choice), width), PAD_ID, dtype=np.int64)
+        for rows, tokens in pieces:
+            if (lengths[rows] == width).all():  # full rows (the usual packed batch): a plain row copy
+                out[rows] = tokens.reshape(len(rows), width)
+            else:
+                out.reshape(-1)[np.repeat(rows * width, lengths[rows]) + ragged_arange(lengths[rows])] = tokens
+        return Rows(out, lengths, plan)
 
-    def iterate(self, consumer: int = 0, num_consumers: int = 1) -> Iterator[tuple[int, np.ndarray, dict]]:
-        """Endless (step, tokens, state after step) for the steps owned by `consumer`.
+    def iterate(self, consumer: int = 0, num_consumers: int = 1) -> Iterator[tuple[int, Rows, dict]]:
+        """Endless (step, rows, state after step) for the steps owned by `consumer`.
 
         Consumers take turns from the step they start at, not from step 0: a DataLoader reads its workers
         round-robin from worker 0, so after resuming at an odd step, ownership by `step % n` would hand out
         batches out of order.
         """
         first = self.step
+        B = self.batch_size
         while True:
             step = self.step
-            choice, start = self._draw(step)
+            draw = self._draw(step)
             self.step += 1
             if (step - first) % num_consumers == consumer:
-                yield step, self.materialise(choice[self.rank], start[self.rank]), self.state_dict()
+                mine = np.arange(self.rank * B, (self.rank + 1) * B)
+                yield step, self.materialise(draw.choice[self.rank], draw.start[self.rank], draw.plan.select(mine)), \
+                    self.state_dict()

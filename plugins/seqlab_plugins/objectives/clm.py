@@ -1,4 +1,4 @@
-"""`clm`: causal language modelling over packed sequences (plain next-token prediction)."""
+"""`clm`: causal language modelling, AlexaTM style (one document, [CLM] + prefix -> continuation) or packed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,34 +6,63 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqlab.config import ObjectiveConfig
-from seqlab.interfaces import Features
+from seqlab.errors import require
+from seqlab.interfaces import Features, RowPlan, Rows
 from seqlab.registry import OBJECTIVES
 from seqlab.tokenizer import Tokenizer
+from seqlab_plugins.objectives.noise import prepend
 
 
 @dataclass
 class ClmConfig(ObjectiveConfig):
-    pass
+    # False (AlexaTM): one document per row, split at a uniform point in [min_prefix, max_prefix] of its
+    # length; the prefix is the input, the continuation the target. True: next-token prediction over packed
+    # sequences (GPT-style baselines), every token a target.
+    packed: bool = False
+    min_prefix: float = 0.2
+    max_prefix: float = 0.8
+    mode_token: bool = True  # [CLM] first in the inputs; packed + mode_token gives an encoder a one-token input
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.min_prefix <= self.max_prefix, "objective.min_prefix", self.min_prefix,
+                f"must be in [0, objective.max_prefix={self.max_prefix}]")
+        require(self.max_prefix <= 1.0, "objective.max_prefix", self.max_prefix, "must be <= 1")
 
 
 @OBJECTIVES.register("clm", config=ClmConfig)
 class CausalLM:
-    """Causal LM: every token of a packed sequence is a target; no inputs."""
+    """Causal LM: [CLM] + a document's first 20-80% -> the rest (AlexaTM), or packed next-token prediction."""
 
-    def __init__(self, cfg: ClmConfig, *, tokenizer: Tokenizer):
+    def __init__(self, cfg: ClmConfig, *, tokenizer: Tokenizer, seq_len: int):
         self.cfg = cfg
         self.names = (cfg.name,)
+        self.seq_len = seq_len
+        self.pad_id = tokenizer.pad_id
+        self.clm_id = tokenizer.token_id("[CLM]")
 
-    def raw_length(self, seq_len: int) -> int:
-        # One extra token: a model reading seq_len tokens predicts seq_len next tokens.
-        return seq_len + 1
+    def plan(self, n: int, rng: np.random.Generator) -> RowPlan:
+        # The split leaves at least one token to each side, so [CLM] + prefix and the continuation both fit
+        # in seq_len when the document does.
+        return RowPlan.uniform(n, self.seq_len, document=not self.cfg.packed)
 
-    def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> Features:
-        B, L = tokens.shape
-        return Features(
-            inputs=np.zeros((B, 0), dtype=np.int64),
-            input_lengths=np.zeros(B, dtype=np.int64),
-            targets=tokens,
-            target_lengths=np.full(B, L, dtype=np.int64),
-            objective=np.zeros(B, dtype=np.int64),
-        )
+    def __call__(self, rows: Rows, rng: np.random.Generator) -> Features:
+        B, W = rows.tokens.shape
+        n = rows.lengths  # (B,)
+        if self.cfg.packed:
+            inputs, input_lengths = np.zeros((B, 0), dtype=np.int64), np.zeros(B, dtype=np.int64)
+            targets, target_lengths = rows.tokens, n.copy()
+        else:
+            fraction = rng.uniform(self.cfg.min_prefix, self.cfg.max_prefix, size=B)
+            # Both parts non-empty whenever the document has two tokens or more.
+            split = np.minimum(np.maximum(np.floor(fraction * n).astype(np.int64), 1), n - 1)
+            width_in, target_lengths = int(split.max()), n - split
+            width_out = int(target_lengths.max())
+            inputs = np.where(np.arange(width_in)[None, :] < split[:, None], rows.tokens[:, :width_in], self.pad_id)
+            # The continuation moved to the front: column j of row b is token split[b] + j.
+            cols = np.arange(width_out)[None, :]  # (1, Wt)
+            shifted = rows.tokens[np.arange(B)[:, None], np.minimum(cols + split[:, None], W - 1)]  # (B, Wt)
+            targets = np.where(cols < target_lengths[:, None], shifted, self.pad_id)
+            input_lengths = split
+        if self.cfg.mode_token:
+            inputs, input_lengths = prepend(self.clm_id, inputs, input_lengths)
+        return Features(inputs, input_lengths, targets, target_lengths, rows.plan.task.copy())
