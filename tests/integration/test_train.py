@@ -138,3 +138,42 @@ def test_save_resolved_config_roundtrips(tmp_path):
     run = _run_config(tmp_path, "optim.lr=0.01")
     path = save_resolved_config(run, tmp_path)
     assert yaml.safe_load(path.read_text())["optim"]["lr"] == 0.01
+
+
+def _architectures() -> list[str]:
+    from seqlab.registry import ARCHITECTURES, load_plugins
+
+    load_plugins()
+    return ARCHITECTURES.names()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", _architectures())
+def test_alexatm_mixture_training_lowers_the_loss_of_both_children(tmp_path, architecture):
+    run = _run_config(tmp_path, "objective=alexatm", f"architecture={architecture}", "trainer.max_steps=60",
+                      "trainer.val_check_interval=60", "trainer.checkpoint_every_n_steps=60", "optim.lr=3e-3",
+                      "optim.warmup_steps=5")
+    parts = build_components(run)
+    parts.datamodule.setup("fit")
+    batches = [{k: v for k, v in b.items() if k != "sampler_state"} for b in parts.datamodule.val_dataloader()]
+    parts.module.configure_model()
+    names = parts.module.objective_names
+    assert names == ("alexatm_denoising", "clm")
+
+    def child_losses() -> list[float]:
+        sums = torch.zeros(2, len(names), dtype=torch.float64)
+        with torch.no_grad():
+            for batch in batches:
+                out = parts.module.model.loss(batch)
+                sums[0].index_add_(0, batch["objective"], out.loss_sum.double())
+                sums[1].index_add_(0, batch["objective"], out.tokens.double())
+        assert (sums[1] > 0).all(), "the validation batches hold rows of both children"
+        return (sums[0] / sums[1]).tolist()
+
+    before = child_losses()
+    build_trainer(run, tmp_path / "run", parts.strategy).fit(parts.module, datamodule=parts.datamodule)
+    after = child_losses()
+    for name, b, a in zip(names, before, after):
+        assert a < b - 0.5, f"{name}: {b:.3f} -> {a:.3f}"
+    logged = _losses(tmp_path / "run" / "csv" / "metrics.csv", "train/loss_clm")
+    assert logged, "the per-child loss is logged"
