@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -16,8 +17,8 @@ from seqlab.config import RunConfig
 from seqlab.data.loader import StreamSpec
 from seqlab.data.store import PreparedCorpus, check_tokenizer
 from seqlab.datamodule import SeqLabDataModule
-from seqlab.errors import ConfigError
-from seqlab.interfaces import StrategySetup
+from seqlab.errors import ConfigError, DataError
+from seqlab.interfaces import FeatureConverter, Objective, Rows, StrategySetup
 from seqlab.module import SeqLabModule
 from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
 from seqlab.tokenizer import Tokenizer
@@ -38,10 +39,8 @@ def build_components(run: RunConfig) -> Components:
     tokenizer = Tokenizer(run.tokenizer.path)
     objective = OBJECTIVES.build(run.objective, tokenizer=tokenizer, seq_len=run.data.seq_len)
     architecture = ARCHITECTURES.get(run.architecture.name).factory
-    max_positions = getattr(run.architecture, "max_positions", None)
-    if max_positions is not None and run.data.seq_len > max_positions:
-        raise ConfigError(f"data.seq_len={run.data.seq_len} exceeds architecture.max_positions={max_positions}")
     converter = architecture.feature_converter(run.architecture, pad_id=tokenizer.pad_id)
+    probe_lengths(objective, converter, tokenizer, run.data.seq_len)
     prepared = DATA_SOURCES.build(run.data).prepared_dir(tokenizer, Path(run.cache_dir))
     check_tokenizer(PreparedCorpus.open(prepared), tokenizer)
     spec = StreamSpec(prepared_dir=prepared, data=run.data, separator_id=tokenizer.token_id("[DOC]"), seed=run.seed)
@@ -49,6 +48,21 @@ def build_components(run: RunConfig) -> Components:
     module = SeqLabModule(run, vocab_size=tokenizer.vocab_size, objective_names=objective.names,
                           parallelize=strategy.parallelize)
     return Components(tokenizer, module, SeqLabDataModule(spec, objective, converter), strategy)
+
+
+def probe_lengths(objective: Objective, converter: FeatureConverter, tokenizer: Tokenizer, seq_len: int,
+                  rows: int = 512) -> None:
+    """Run the objective and converter once on the longest rows the objective can plan, so that a model too
+    short for them (e.g. a decoder-only position table under a denoising objective, which reads inputs plus
+    targets) fails now with the converter's message, not at the first batch of a long run."""
+    rng = np.random.default_rng(0)
+    plan = objective.plan(rows, rng)
+    text_id = int(tokenizer.special_ids.max()) + 1  # special tokens come first in the vocabulary
+    tokens = np.full((rows, int(plan.length.max())), text_id, dtype=np.int64)
+    try:
+        converter(objective(Rows(tokens, plan.length.copy(), plan), rng))
+    except DataError as err:
+        raise ConfigError(f"data.seq_len={seq_len}: the objective's sequences do not fit the architecture: {err}") from None
 
 
 def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup) -> pl.Trainer:

@@ -105,3 +105,13 @@ def test_unknown_plugin_lists_the_options():
 def test_missing_required_value_names_the_key():
     with pytest.raises(ConfigError, match=r"data.path is required but not set: add data.path=VALUE"):
         to_run_config(compose_config(["data=prepared"]))
+
+
+def test_sequences_longer_than_the_position_table_fail_at_startup(tmp_path):
+    from seqlab.train import build_components
+
+    # Denoising on a decoder-only model reads inputs plus targets: 109 + 128 tokens at seq_len 128.
+    run = to_run_config(compose_config(["architecture.max_positions=200", f"cache_dir={tmp_path}"]))
+    with pytest.raises(ConfigError, match=r"data.seq_len=128: the objective's sequences do not fit the architecture: "
+                                          r"a 236-token sequence exceeds architecture.max_positions=200"):
+        build_components(run)
