@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench tokenizer clean
+.PHONY: demo test bench profile tokenizer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	mkdir -p benchmarks/results
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-json=benchmarks/results/benchmarks.json
+
+profile: $(STAMP)
+	mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/profile_loader.py
 
 # Rebuild the tokenizer shipped with the embedded corpus (after editing the corpus).
 tokenizer: $(STAMP)
