@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -97,7 +97,7 @@ class LossOutput:
 class Architecture(Protocol):
     """An nn.Module built by `ARCHITECTURES.build(cfg, vocab_size=...)`; free of torch.distributed."""
 
-    blocks: torch.nn.ModuleList  # the repeated blocks, for wrapping by sharding strategies
+    blocks: Sequence[torch.nn.Module]  # the repeated blocks in forward order, for sharding strategies to wrap
 
     @classmethod
     def feature_converter(cls, cfg: Any, *, pad_id: int) -> FeatureConverter:

@@ -39,6 +39,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = group
         self._plugins: dict[str, Plugin] = {}
+        self._presets: dict[str, tuple[Any, str]] = {}
 
     def register(self, name: str, *, config: type, description: str | None = None) -> Callable[[T], T]:
         """Decorator: `@OBJECTIVES.register("clm", config=ClmConfig)` on a class or factory function.
@@ -65,6 +66,27 @@ class Registry(Generic[T]):
             return factory
 
         return decorator
+
+    def register_preset(self, name: str, cfg: Any, description: str = "") -> None:
+        """A named configuration of a registered plugin, selectable like one (`architecture=seq2seq_base`)."""
+        plugin = self.get(cfg.name)
+        if name in self._plugins or (name in self._presets and self._presets[name][0] != cfg):
+            raise PluginError(f"duplicate {self.kind} name {name!r}: a preset of {plugin.name} and another "
+                              f"{'plugin' if name in self._plugins else 'preset'} share it")
+        self._presets[name] = (cfg, description)
+        ConfigStore.instance().store(group=self.group, name=name, node=OmegaConf.structured(cfg), provider=plugin.module)
+
+    def preset(self, name: str) -> Any:
+        """The config of preset `name` (a copy is not made: treat it as read-only)."""
+        try:
+            return self._presets[name][0]
+        except KeyError:
+            known = ", ".join(sorted(self._presets)) or "(none registered)"
+            raise PluginError(f"unknown {self.kind} preset {name!r}; presets: {known}") from None
+
+    def presets(self) -> dict[str, tuple[Any, str]]:
+        """name -> (config, description), sorted by name."""
+        return dict(sorted(self._presets.items()))
 
     def get(self, name: str) -> Plugin:
         try:

@@ -10,12 +10,21 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (inputs, padding)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+           dropout: float) -> torch.Tensor:
+    """(B, H, T, D) queries over (B, H, S, D) keys/values. A causal call without a mask tensor takes SDPA's
+    fused causal path; a mask (bool, True = attend) covers padding and prefix-LM patterns."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                          dropout_p=dropout)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head attention with biases, computed by scaled_dot_product_attention."""
+    """Multi-head self-attention with biases; one fused projection for queries, keys and values."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
@@ -24,12 +33,30 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # 3x (B, H, T, D)
-        # mask None means plain causal attention, the case SDPA's fused kernels handle without a mask tensor.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
+        y = attend(q, k, v, mask, causal, self.dropout if self.training else 0.0)  # (B, H, T, D)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+class CrossAttention(nn.Module):
+    """Decoder queries over encoder states, with biases; keys and values share one projection."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        S, H = memory.shape[1], self.n_heads
+        q = self.q(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
+        k, v = self.kv(memory).view(B, S, 2, H, C // H).permute(2, 0, 3, 1, 4)  # 2x (B, H, S, D)
+        y = attend(q, k, v, memory_mask, False, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -44,20 +71,41 @@ class FeedForward(nn.Module):
         return self.dropout(self.down(F.gelu(self.up(x))))
 
 
-class DecoderBlock(nn.Module):
-    """Pre-LN: a norm at the start of every sub-layer, residuals outside it (the paper's choice for stability)."""
+class Block(nn.Module):
+    """Pre-LN: a norm at the start of every sub-layer, residuals outside it (the paper's choice for stability).
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float):
+    Self-attention, then cross-attention over encoder states (decoder blocks of seq2seq only), then the
+    feed-forward layer.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, cross: bool = False):
         super().__init__()
         self.attn_norm = nn.LayerNorm(d_model)
         self.attn = SelfAttention(d_model, n_heads, dropout)
+        self.cross_norm = nn.LayerNorm(d_model) if cross else None
+        self.cross = CrossAttention(d_model, n_heads, dropout) if cross else None
         self.ff_norm = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, d_ff, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), mask, causal))
+        if self.cross is not None:
+            x = x + self.dropout(self.cross(self.cross_norm(x), memory, memory_mask))
         return x + self.ff(self.ff_norm(x))
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, checkpointing: bool = False) -> torch.Tensor:
+    """Apply blocks in order; with checkpointing, keep only block inputs and recompute the rest in backward."""
+    for block in blocks:
+        x = checkpoint(block, x, *args, use_reentrant=False) if checkpointing else block(x, *args)
+    return x
+
+
+def padding_mask(lengths: torch.Tensor, S: int) -> torch.Tensor:
+    """(B, 1, 1, S) bool, True on each row's first `lengths` keys: bidirectional attention without padding."""
+    return (torch.arange(S, device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
 
 
 def prefix_lm_mask(lengths: torch.Tensor, prefix_lengths: torch.Tensor, T: int) -> torch.Tensor:
@@ -78,8 +126,8 @@ def init_linear_and_embeddings(module: nn.Module, std: float, n_residual_layers:
     sqrt(2 * layers) (GPT-2) so the residual stream's variance does not grow with depth."""
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Linear):
-            scale = 1 / math.sqrt(2 * n_residual_layers) if name.endswith(("attn.out", "ff.down")) else 1.0
-            nn.init.normal_(sub.weight, std=std * scale)
+            residual = name.endswith(("attn.out", "cross.out", "ff.down"))
+            nn.init.normal_(sub.weight, std=std / math.sqrt(2 * n_residual_layers) if residual else std)
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)
         elif isinstance(sub, nn.Embedding):

@@ -13,7 +13,7 @@ from seqlab.errors import DataError, require
 from seqlab.interfaces import Batch, Features, LossOutput
 from seqlab.registry import ARCHITECTURES
 from seqlab_plugins.architectures.blocks import (
-    IGNORE_INDEX, DecoderBlock, init_linear_and_embeddings, prefix_lm_mask, target_losses,
+    IGNORE_INDEX, Block, init_linear_and_embeddings, prefix_lm_mask, run_blocks, target_losses,
 )
 
 
@@ -28,6 +28,7 @@ class DecoderOnlyConfig(ArchitectureConfig):
     prefix_lm: bool = True  # bidirectional attention over an example's inputs; False: causal everywhere
     tie_embeddings: bool = True
     init_std: float = 0.02
+    activation_checkpointing: bool = False  # recompute each block in backward: memory for compute
 
     def __post_init__(self) -> None:
         for key in ("d_model", "n_layers", "n_heads", "max_positions"):
@@ -95,8 +96,7 @@ class DecoderOnly(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.positions = nn.Embedding(cfg.max_positions, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(DecoderBlock(cfg.d_model, cfg.n_heads, d_ff, cfg.dropout)
-                                    for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, d_ff, cfg.dropout) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -114,8 +114,7 @@ class DecoderOnly(nn.Module):
         T = input_ids.shape[1]
         pos = torch.arange(T, device=input_ids.device)
         x = self.dropout(self.embed(input_ids) + self.positions(pos))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x, mask)
+        x = run_blocks(self.blocks, x, mask, True, checkpointing=self.cfg.activation_checkpointing and self.training)
         return self.final_norm(x)
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,160 @@
+"""`seq2seq`: the paper's encoder-decoder: pre-LN throughout, learned positions, GELU, attention with biases."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqlab.config import ArchitectureConfig
+from seqlab.errors import DataError, require
+from seqlab.interfaces import Batch, Features, LossOutput
+from seqlab.registry import ARCHITECTURES
+from seqlab.tokenizer import BOS_ID
+from seqlab_plugins.architectures.blocks import (
+    IGNORE_INDEX, Block, init_linear_and_embeddings, padding_mask, run_blocks, target_losses,
+)
+
+
+@dataclass
+class Seq2SeqConfig(ArchitectureConfig):
+    d_model: int = 128
+    n_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    d_ff: Optional[int] = None  # default 4 * d_model
+    max_positions: int = 1024  # per stack: inputs and targets are each at most this long
+    dropout: float = 0.0
+    # The paper: encoder embedding, decoder embedding and LM head are separate matrices, the latter two
+    # initialised from the first. True ties all three (BART, T5).
+    tie_embeddings: bool = False
+    embedding_norm: bool = False  # a LayerNorm on the embeddings (mBART has one; AlexaTM does not)
+    init_std: float = 0.02
+    activation_checkpointing: bool = False  # recompute each block in backward: memory for compute
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "n_heads", "encoder_layers", "decoder_layers", "max_positions"):
+            require(getattr(self, key) >= 1, f"architecture.{key}", getattr(self, key), "must be >= 1")
+        require(self.d_model % self.n_heads == 0, "architecture.n_heads", self.n_heads,
+                f"must divide architecture.d_model={self.d_model}")
+        require(self.d_ff is None or self.d_ff >= 1, "architecture.d_ff", self.d_ff, "must be >= 1 or null")
+        require(0.0 <= self.dropout < 1.0, "architecture.dropout", self.dropout, "must be in [0, 1)")
+        require(self.init_std > 0, "architecture.init_std", self.init_std, "must be > 0")
+
+
+class Seq2SeqConverter:
+    """Features -> encoder ids and decoder ids (targets shifted right behind BOS), labels = targets.
+
+    Runs in data-loader workers, vectorised over the batch.
+    """
+
+    def __init__(self, pad_id: int, max_positions: int):
+        self.pad_id = pad_id
+        self.max_positions = max_positions
+
+    def __call__(self, f: Features) -> dict[str, torch.Tensor]:
+        li, lt = f.input_lengths, f.target_lengths  # (B,)
+        if (li == 0).any():
+            raise DataError("seq2seq needs at least one input token per example; give the objective a mode token "
+                            "(e.g. objective.mode_token=true for packed CLM)")
+        longest = max(int(li.max()), int(lt.max()))
+        if longest > self.max_positions:
+            raise DataError(f"a {longest}-token sequence exceeds architecture.max_positions={self.max_positions}; "
+                            "lower data.seq_len or raise max_positions")
+        inputs = f.inputs[:, : int(li.max())]
+        targets = f.targets[:, : int(lt.max())]  # (B, T)
+        cols = np.arange(targets.shape[1])[None, :]
+        decoder_ids = np.concatenate([np.full((len(lt), 1), BOS_ID, dtype=np.int64), targets[:, :-1]], axis=1)
+        decoder_ids = np.where(cols < lt[:, None], decoder_ids, self.pad_id)
+        labels = np.where(cols < lt[:, None], targets, IGNORE_INDEX)
+        return {
+            "input_ids": torch.from_numpy(np.ascontiguousarray(inputs)),  # (B, S)
+            "input_lengths": torch.from_numpy(li),
+            "decoder_input_ids": torch.from_numpy(np.ascontiguousarray(decoder_ids)),  # (B, T)
+            "labels": torch.from_numpy(np.ascontiguousarray(labels)),  # (B, T)
+            "num_tokens": int(li.sum() + lt.sum()),
+        }
+
+
+class Stack(nn.Module):
+    """Embeddings + positions (+ optional norm) -> pre-LN blocks -> final norm."""
+
+    def __init__(self, cfg: Seq2SeqConfig, vocab_size: int, n_layers: int, cross: bool):
+        super().__init__()
+        d_ff = cfg.d_ff or 4 * cfg.d_model
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.positions = nn.Embedding(cfg.max_positions, cfg.d_model)
+        self.embed_norm = nn.LayerNorm(cfg.d_model) if cfg.embedding_norm else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, d_ff, cfg.dropout, cross=cross)
+                                    for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model)
+
+    def embed_tokens(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """(B, T) ids at positions offset.. -> (B, T, C)."""
+        pos = torch.arange(offset, offset + ids.shape[1], device=ids.device)
+        x = self.embed(ids) + self.positions(pos)
+        return self.dropout(self.embed_norm(x) if self.embed_norm is not None else x)
+
+
+@ARCHITECTURES.register("seq2seq", config=Seq2SeqConfig)
+class Seq2Seq(nn.Module):
+    """Encoder-decoder Transformer as in AlexaTM 20B: pre-LN, learned positions, GELU, untied embeddings."""
+
+    def __init__(self, cfg: Seq2SeqConfig, *, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Stack(cfg, vocab_size, cfg.encoder_layers, cross=False)
+        self.decoder = Stack(cfg, vocab_size, cfg.decoder_layers, cross=True)
+        self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.decoder.embed.weight = self.encoder.embed.weight
+            self.head.weight = self.encoder.embed.weight
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """Every repeated block, encoder first, for sharding strategies that wrap blocks one by one."""
+        return [*self.encoder.blocks, *self.decoder.blocks]
+
+    @classmethod
+    def feature_converter(cls, cfg: Seq2SeqConfig, *, pad_id: int) -> Seq2SeqConverter:
+        return Seq2SeqConverter(pad_id, cfg.max_positions)
+
+    def init_weights(self) -> None:
+        init_linear_and_embeddings(self, self.cfg.init_std, self.cfg.encoder_layers + self.cfg.decoder_layers)
+        if not self.cfg.tie_embeddings:
+            # Separate matrices that start equal (the paper): the decoder reads and writes the encoder's space.
+            with torch.no_grad():
+                self.decoder.embed.weight.copy_(self.encoder.embed.weight)
+                self.head.weight.copy_(self.encoder.embed.weight)
+
+    def encode(self, input_ids: torch.Tensor, input_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) ids -> encoder states (B, S, C) and the key mask (B, 1, 1, S) that hides their padding."""
+        mask = padding_mask(input_lengths, input_ids.shape[1])
+        x = run_blocks(self.encoder.blocks, self.encoder.embed_tokens(input_ids), mask, False,
+                       checkpointing=self.cfg.activation_checkpointing and self.training)
+        return self.encoder.final_norm(x), mask
+
+    def decode(self, decoder_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) decoder ids over encoder states -> final decoder states (B, T, C).
+
+        Causal self-attention needs no padding mask: targets are right-padded, so a real position never
+        attends a padded one, and padded positions carry no loss.
+        """
+        x = run_blocks(self.decoder.blocks, self.decoder.embed_tokens(decoder_ids), None, True, memory, memory_mask,
+                       checkpointing=self.cfg.activation_checkpointing and self.training)
+        return self.decoder.final_norm(x)
+
+    def forward(self, input_ids: torch.Tensor, input_lengths: torch.Tensor,
+                decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        """-> logits (B, T, V)."""
+        memory, mask = self.encode(input_ids, input_lengths)
+        return self.head(self.decode(decoder_input_ids, memory, mask))
+
+    def loss(self, batch: Batch) -> LossOutput:
+        memory, mask = self.encode(batch["input_ids"], batch["input_lengths"])
+        hidden = self.decode(batch["decoder_input_ids"], memory, mask)
+        loss_sum, tokens = target_losses(hidden, self.head, batch["labels"])
+        return LossOutput(loss_sum, tokens)
