@@ -1,4 +1,4 @@
-"""The `seqlab` command: train (Hydra), plugins, tokenizer train, data prepare."""
+"""The `seqlab` command: train (Hydra), plugins, info, tokenizer train, data prepare."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +68,15 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info(args: argparse.Namespace) -> int:
+    from seqlab.info import describe
+    from seqlab.registry import load_plugins
+
+    load_plugins(args.plugins_dir)
+    print(describe(args.preset, args.vocab_size, args.input_length, args.target_length))
+    return 0
+
+
 def _tokenizer_train(args: argparse.Namespace) -> int:
     from seqlab.data.corpus import CorpusReport, read_corpus
     from seqlab.tokenizer import TokenizerTrainConfig, train_tokenizer
@@ -96,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--plugins-dir", help="also import the plugin modules in this folder")
     plugins.add_argument("-v", "--verbose", action="store_true", help="show the module of each plugin")
     plugins.set_defaults(func=_plugins)
+
+    info = commands.add_parser("info", help="parameters and training FLOPs of an architecture preset, "
+                               "counted without building it")
+    info.add_argument("preset", metavar="PRESET", help="an architecture preset, e.g. alexatm_20b")
+    info.add_argument("--vocab-size", type=int, metavar="N", help="count with this vocabulary (default: the preset's)")
+    info.add_argument("--input-length", type=int, metavar="N", help="input tokens per example (default: the preset's)")
+    info.add_argument("--target-length", type=int, metavar="N",
+                      help="target tokens per example (default: the preset's)")
+    info.add_argument("--plugins-dir", help="also import the plugin modules in this folder")
+    info.set_defaults(func=_info)
 
     tokenizer = commands.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action",
                                                                                        metavar="ACTION")

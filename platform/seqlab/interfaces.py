@@ -107,6 +107,14 @@ class Architecture(Protocol):
 
     def loss(self, batch: Batch) -> LossOutput: ...
 
+    @classmethod
+    def parameter_count(cls, cfg: Any, vocab_size: int) -> ParameterCount:
+        """What `sum(p.numel() for p in model.parameters())` of the built model would be, without building it."""
+
+    @classmethod
+    def training_flops(cls, cfg: Any, vocab_size: int, input_length: int, target_length: int) -> FlopCount:
+        """Forward + backward matmul FLOPs of one example with these model-neutral feature lengths."""
+
 
 @dataclass
 class StrategySetup:
@@ -120,3 +128,28 @@ class DataSource(Protocol):
     """Built by `DATA_SOURCES.build(cfg)`; returns the prepared corpus directory to train on."""
 
     def prepared_dir(self, tokenizer: Tokenizer, cache_dir: Path) -> Path: ...
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """An architecture's parameters, computed from its config without building it; tied weights count once."""
+
+    embedding: int  # token embeddings (untied copies and LM head included) and position tables
+    non_embedding: int  # everything else: blocks and norms
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.non_embedding
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """Training (forward + backward) matmul FLOPs of one example at given input and target lengths."""
+
+    per_example: int
+    tokens: int  # positions the model processes per example: the converter's num_tokens for that example
+    six_n_per_token: int  # 6 x non-embedding parameters (Kaplan et al.), the usual approximation
+
+    @property
+    def per_token(self) -> float:
+        return self.per_example / self.tokens

@@ -23,6 +23,36 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
                                           dropout_p=dropout)
 
 
+class LayerCache:
+    """One block's attention state during incremental decoding (inference only).
+
+    Self-attention keys/values go into buffers of a fixed capacity allocated on first use, so each step
+    writes only its new positions instead of copying the whole past. The cross-attention projection of the
+    encoder states is computed once and kept.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.k: torch.Tensor | None = None  # (B, H, capacity, D)
+        self.v: torch.Tensor | None = None  # (B, H, capacity, D)
+        self.length = 0  # positions filled so far
+        self.memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None  # 2x (B, H, S, D)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, H, T, D) new keys/values after the past ones -> all of them so far, 2x (B, H, length, D)."""
+        if self.k is None:
+            B, H, _, D = k.shape
+            self.k = k.new_empty(B, H, self.capacity, D)
+            self.v = v.new_empty(B, H, self.capacity, D)
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"cache of capacity {self.capacity} cannot hold {end} positions")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with biases; one fused projection for queries, keys and values."""
 
@@ -33,9 +63,18 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). With a cache, x holds only the new positions and the mask (if any) covers
+        all keys so far, (B, 1, T, S); the new keys/values are appended to the cache."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)  # 3x (B, H, T, D)
+        if cache is not None:
+            k, v = cache.append(k, v)  # 2x (B, H, S, D)
+            if causal and mask is None:
+                # SDPA's is_causal aligns the diagonal top-left; here the T queries are the last T of S keys.
+                S = k.shape[2]
+                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
         y = attend(q, k, v, mask, causal, self.dropout if self.training else 0.0)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
@@ -51,11 +90,19 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        """x (B, T, C) over memory (B, S, C) -> (B, T, C). With a cache, the memory's keys/values are projected
+        on the first call only: the encoder states do not change while decoding."""
         B, T, C = x.shape
         S, H = memory.shape[1], self.n_heads
         q = self.q(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
-        k, v = self.kv(memory).view(B, S, 2, H, C // H).permute(2, 0, 3, 1, 4)  # 2x (B, H, S, D)
+        if cache is not None and cache.memory_kv is not None:
+            k, v = cache.memory_kv
+        else:
+            k, v = self.kv(memory).view(B, S, 2, H, C // H).permute(2, 0, 3, 1, 4)  # 2x (B, H, S, D)
+            if cache is not None:
+                cache.memory_kv = (k, v)
         y = attend(q, k, v, memory_mask, False, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
@@ -89,15 +136,25 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool,
-                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), mask, causal))
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), mask, causal, cache))
         if self.cross is not None:
-            x = x + self.dropout(self.cross(self.cross_norm(x), memory, memory_mask))
+            x = x + self.dropout(self.cross(self.cross_norm(x), memory, memory_mask, cache))
         return x + self.ff(self.ff_norm(x))
 
 
-def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, checkpointing: bool = False) -> torch.Tensor:
-    """Apply blocks in order; with checkpointing, keep only block inputs and recompute the rest in backward."""
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, checkpointing: bool = False,
+               caches: list[LayerCache] | None = None) -> torch.Tensor:
+    """Apply blocks in order; with checkpointing, keep only block inputs and recompute the rest in backward.
+
+    caches: one LayerCache per block for incremental decoding. Never checkpointed: a recomputed block would
+    append its keys/values twice.
+    """
+    if caches is not None:
+        for block, cache in zip(blocks, caches, strict=True):
+            x = block(x, *args, cache=cache)
+        return x
     for block in blocks:
         x = checkpoint(block, x, *args, use_reentrant=False) if checkpointing else block(x, *args)
     return x

@@ -10,10 +10,10 @@ from torch import nn
 
 from seqlab.config import ArchitectureConfig
 from seqlab.errors import DataError, require
-from seqlab.interfaces import Batch, Features, LossOutput
+from seqlab.interfaces import Batch, Features, FlopCount, LossOutput, ParameterCount
 from seqlab.registry import ARCHITECTURES
 from seqlab_plugins.architectures.blocks import (
-    IGNORE_INDEX, Block, init_linear_and_embeddings, prefix_lm_mask, run_blocks, target_losses,
+    IGNORE_INDEX, Block, LayerCache, init_linear_and_embeddings, prefix_lm_mask, run_blocks, target_losses,
 )
 
 
@@ -99,7 +99,11 @@ class DecoderOnly(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, d_ff, cfg.dropout) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
-        if cfg.tie_embeddings:
+        self._tie_weights()
+
+    def _tie_weights(self) -> None:
+        # Also called after materialising a meta-device model: to_empty gives every module its own tensor.
+        if self.cfg.tie_embeddings:
             self.head.weight = self.embed.weight
 
     @classmethod
@@ -107,14 +111,21 @@ class DecoderOnly(nn.Module):
         return DecoderOnlyConverter(pad_id, cfg.max_positions, cfg.prefix_lm)
 
     def init_weights(self) -> None:
+        self._tie_weights()
         init_linear_and_embeddings(self, self.cfg.init_std, self.cfg.n_layers)
 
-    def hidden(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, T) -> final hidden states (B, T, C); mask (B, 1, T, T) bool or None for plain causal."""
-        T = input_ids.shape[1]
-        pos = torch.arange(T, device=input_ids.device)
+    def hidden(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None,
+               positions: torch.Tensor | None = None, caches: list[LayerCache] | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> final hidden states (B, T, C); mask (B, 1, T, T) bool or None for plain causal.
+
+        For generation: positions (B, T) give each row its own positions (prompts of different lengths), and
+        caches (one per block) hold the past keys/values, so input_ids are only the new tokens and the mask
+        covers every key so far, (B, 1, T, S).
+        """
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device) if positions is None else positions
         x = self.dropout(self.embed(input_ids) + self.positions(pos))  # (B, T, C)
-        x = run_blocks(self.blocks, x, mask, True, checkpointing=self.cfg.activation_checkpointing and self.training)
+        x = run_blocks(self.blocks, x, mask, True, checkpointing=self.cfg.activation_checkpointing and self.training,
+                       caches=caches)
         return self.final_norm(x)
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,3 +139,19 @@ class DecoderOnly(nn.Module):
             mask = prefix_lm_mask(batch["lengths"], batch["prefix_lengths"], ids.shape[1])
         loss_sum, tokens = target_losses(self.hidden(ids, mask), self.head, batch["labels"])
         return LossOutput(loss_sum, tokens)
+
+    @classmethod
+    def parameter_count(cls, cfg: DecoderOnlyConfig, vocab_size: int) -> ParameterCount:
+        """Parameters of the model `cfg` builds, tied weights once, computed without building it."""
+        # Imported here: accounting imports this module (for the configs), so a top-level import would be circular.
+        from seqlab_plugins.architectures.accounting import decoder_only_parameters
+
+        return decoder_only_parameters(cfg, vocab_size)
+
+    @classmethod
+    def training_flops(cls, cfg: DecoderOnlyConfig, vocab_size: int, input_length: int,
+                       target_length: int) -> FlopCount:
+        """Forward + backward matmul FLOPs of one example; the formula is in the accounting module's docstring."""
+        from seqlab_plugins.architectures.accounting import decoder_only_training_flops
+
+        return decoder_only_training_flops(cfg, vocab_size, input_length, target_length)

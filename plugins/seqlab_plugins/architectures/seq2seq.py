@@ -10,11 +10,11 @@ from torch import nn
 
 from seqlab.config import ArchitectureConfig
 from seqlab.errors import DataError, require
-from seqlab.interfaces import Batch, Features, LossOutput
+from seqlab.interfaces import Batch, Features, FlopCount, LossOutput, ParameterCount
 from seqlab.registry import ARCHITECTURES
 from seqlab.tokenizer import BOS_ID
 from seqlab_plugins.architectures.blocks import (
-    IGNORE_INDEX, Block, init_linear_and_embeddings, padding_mask, run_blocks, target_losses,
+    IGNORE_INDEX, Block, LayerCache, init_linear_and_embeddings, padding_mask, run_blocks, target_losses,
 )
 
 
@@ -109,7 +109,11 @@ class Seq2Seq(nn.Module):
         self.encoder = Stack(cfg, vocab_size, cfg.encoder_layers, cross=False)
         self.decoder = Stack(cfg, vocab_size, cfg.decoder_layers, cross=True)
         self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
-        if cfg.tie_embeddings:
+        self._tie_weights()
+
+    def _tie_weights(self) -> None:
+        # Also called after materialising a meta-device model: to_empty gives every module its own tensor.
+        if self.cfg.tie_embeddings:
             self.decoder.embed.weight = self.encoder.embed.weight
             self.head.weight = self.encoder.embed.weight
 
@@ -123,6 +127,7 @@ class Seq2Seq(nn.Module):
         return Seq2SeqConverter(pad_id, cfg.max_positions)
 
     def init_weights(self) -> None:
+        self._tie_weights()
         init_linear_and_embeddings(self, self.cfg.init_std, self.cfg.encoder_layers + self.cfg.decoder_layers)
         if not self.cfg.tie_embeddings:
             # Separate matrices that start equal (the paper): the decoder reads and writes the encoder's space.
@@ -137,14 +142,17 @@ class Seq2Seq(nn.Module):
                        checkpointing=self.cfg.activation_checkpointing and self.training)
         return self.encoder.final_norm(x), mask
 
-    def decode(self, decoder_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+    def decode(self, decoder_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor,
+               caches: list[LayerCache] | None = None) -> torch.Tensor:
         """(B, T) decoder ids over encoder states -> final decoder states (B, T, C).
 
         Causal self-attention needs no padding mask: targets are right-padded, so a real position never
-        attends a padded one, and padded positions carry no loss.
+        attends a padded one, and padded positions carry no loss. With caches (one per decoder block, for
+        generation), decoder_ids are only the new positions, which continue where the caches stop.
         """
-        x = run_blocks(self.decoder.blocks, self.decoder.embed_tokens(decoder_ids), None, True, memory, memory_mask,
-                       checkpointing=self.cfg.activation_checkpointing and self.training)
+        offset = caches[0].length if caches else 0
+        x = run_blocks(self.decoder.blocks, self.decoder.embed_tokens(decoder_ids, offset), None, True, memory,
+                       memory_mask, checkpointing=self.cfg.activation_checkpointing and self.training, caches=caches)
         return self.decoder.final_norm(x)
 
     def forward(self, input_ids: torch.Tensor, input_lengths: torch.Tensor,
@@ -158,3 +166,19 @@ class Seq2Seq(nn.Module):
         hidden = self.decode(batch["decoder_input_ids"], memory, mask)
         loss_sum, tokens = target_losses(hidden, self.head, batch["labels"])
         return LossOutput(loss_sum, tokens)
+
+    @classmethod
+    def parameter_count(cls, cfg: Seq2SeqConfig, vocab_size: int) -> ParameterCount:
+        """Parameters of the model `cfg` builds, tied weights once, computed without building it."""
+        # Imported here: accounting imports this module (for the configs), so a top-level import would be circular.
+        from seqlab_plugins.architectures.accounting import seq2seq_parameters
+
+        return seq2seq_parameters(cfg, vocab_size)
+
+    @classmethod
+    def training_flops(cls, cfg: Seq2SeqConfig, vocab_size: int, input_length: int,
+                       target_length: int) -> FlopCount:
+        """Forward + backward matmul FLOPs of one example; the formula is in the accounting module's docstring."""
+        from seqlab_plugins.architectures.accounting import seq2seq_training_flops
+
+        return seq2seq_training_flops(cfg, vocab_size, input_length, target_length)

@@ -1,0 +1,208 @@
+"""Text generation for both architectures: greedy decoding or sampling (temperature, top-k, top-p), batched
+over prompts of different lengths, with a key/value cache.
+
+Every row generates in lockstep, one token per step. A row that emits EOS keeps it and is padded from then on;
+the batch stops when every row is done or after max_new_tokens. `use_cache=False` recomputes the whole
+sequence every step through the models' training-path forward: the reference the cached path must match.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqlab.errors import ConfigError, require
+from seqlab.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seqlab_plugins.architectures.blocks import LayerCache, prefix_lm_mask
+from seqlab_plugins.architectures.decoder_only import DecoderOnly
+from seqlab_plugins.architectures.seq2seq import Seq2Seq
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64
+    do_sample: bool = False  # False: greedy, the paper's decoding in every few-shot evaluation
+    # Sampling only. Temperature 0 is refused rather than read as greedy: greedy is do_sample=false, one
+    # spelling for one behaviour.
+    temperature: float = 1.0
+    top_k: Optional[int] = None  # sample among the k likeliest tokens; None: no limit
+    top_p: float = 1.0  # nucleus: the smallest set of likeliest tokens whose probability mass is >= top_p
+    seed: Optional[int] = None  # seeds a generator when generate() is given none; None: torch's global RNG
+    eos_id: Optional[int] = EOS_ID  # None: never stop early (fixed-length generation)
+    pad_id: int = PAD_ID  # fills a row after its EOS
+    use_cache: bool = True  # False: recompute the whole sequence every step (the reference path)
+
+    def __post_init__(self) -> None:
+        require(self.max_new_tokens >= 1, "generation.max_new_tokens", self.max_new_tokens, "must be >= 1")
+        require(self.temperature > 0, "generation.temperature", self.temperature,
+                "must be > 0 (for temperature-0 decoding use generation.do_sample=false: greedy)")
+        require(self.top_k is None or self.top_k >= 1, "generation.top_k", self.top_k, "must be >= 1 or null")
+        require(0 < self.top_p <= 1, "generation.top_p", self.top_p, "must be in (0, 1]")
+        if not self.do_sample:
+            # A sampling knob under greedy decoding would be silently ignored; say so instead.
+            for key, off in (("temperature", 1.0), ("top_k", None), ("top_p", 1.0)):
+                require(getattr(self, key) == off, f"generation.{key}", getattr(self, key),
+                        "applies only to sampling: set generation.do_sample=true")
+        require(self.eos_id is None or self.eos_id >= 0, "generation.eos_id", self.eos_id, "must be >= 0 or null")
+        require(self.pad_id >= 0 and self.pad_id != self.eos_id, "generation.pad_id", self.pad_id,
+                f"must be >= 0 and differ from generation.eos_id={self.eos_id}")
+
+
+class Generated(NamedTuple):
+    tokens: torch.Tensor  # (B, N) int64 new tokens, N <= max_new_tokens; a row's EOS is kept, pad after it
+    lengths: torch.Tensor  # (B,) int64: tokens each row generated, its EOS included
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, V) -> (B, V) with -inf outside each row's k largest logits (exactly k, whatever the ties)."""
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.topk(k, dim=-1).indices, True)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """(B, V) -> (B, V) with -inf outside each row's nucleus: the smallest set of likeliest tokens whose
+    probability mass is >= p. A token stays if the tokens strictly likelier than it hold less than p."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # 2x (B, V)
+    probs = sorted_logits.softmax(dim=-1)
+    before = F.pad(probs.cumsum(dim=-1)[:, :-1], (1, 0))  # (B, V): mass of the likelier tokens
+    drop = torch.empty_like(before, dtype=torch.bool).scatter_(-1, order, before >= p)  # vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def choose(logits: torch.Tensor, cfg: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Next-token logits (B, V) -> tokens (B,): the argmax, or a sample from the filtered distribution."""
+    if not cfg.do_sample:
+        return logits.argmax(dim=-1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / cfg.temperature  # bf16 is too coarse
+    if cfg.top_k is not None:
+        logits = top_k_filter(logits, min(cfg.top_k, logits.shape[-1]))
+    if cfg.top_p < 1:  # p = 1 keeps everything; filtering would only risk dropping the tail to rounding
+        logits = top_p_filter(logits, cfg.top_p)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+class Seq2SeqSteps:
+    """Encode the prompts once, then decode from BOS. With the cache, each step runs only the newest token:
+    self-attention keys/values accumulate, the encoder states' cross-attention keys/values are reused."""
+
+    def __init__(self, model: Seq2Seq, input_ids: torch.Tensor, input_lengths: torch.Tensor, cfg: GenerationConfig):
+        require(cfg.max_new_tokens <= model.cfg.max_positions, "generation.max_new_tokens", cfg.max_new_tokens,
+                f"exceeds the decoder's architecture.max_positions={model.cfg.max_positions}")
+        if input_ids.shape[1] > model.cfg.max_positions:
+            raise ValueError(f"a {input_ids.shape[1]}-token prompt exceeds the encoder's "
+                             f"architecture.max_positions={model.cfg.max_positions}")
+        self.model = model
+        self.memory, self.memory_mask = model.encode(input_ids, input_lengths)  # (B, S, C), (B, 1, 1, S)
+        self.ids = input_ids.new_full((input_ids.shape[0], 1), BOS_ID)  # (B, t): decoder input so far
+        # BOS plus every generated token but the last is fed: max_new_tokens positions.
+        self.caches = [LayerCache(cfg.max_new_tokens) for _ in model.decoder.blocks] if cfg.use_cache else None
+
+    def __call__(self, new: torch.Tensor | None) -> torch.Tensor:
+        """Feed the last step's tokens (B,) (None at the start) -> next-token logits (B, V)."""
+        if new is not None:
+            self.ids = torch.cat([self.ids, new[:, None]], dim=1)
+        fresh = self.ids if self.caches is None else self.ids[:, -1:]
+        hidden = self.model.decode(fresh, self.memory, self.memory_mask, self.caches)  # (B, T, C)
+        return self.model.head(hidden[:, -1])
+
+
+class DecoderOnlySteps:
+    """The prompt is the prefix: bidirectional within itself when the model was trained as a prefix LM,
+    generated tokens causal. Each row keeps its true positions, so learned position embeddings match
+    unbatched decoding.
+
+    Cached: the right-padded prompts fill cache slots 0..W-1; generated token i of every row goes to slot W+i
+    with position length+i, and a key mask hides each row's padding slots. (Attention does not see slot
+    order; positions live only in the embeddings.) Uncached: each row's prompt and tokens are kept contiguous,
+    right-padded, and run through the training-path forward with the training-path prefix-LM mask.
+    """
+
+    def __init__(self, model: DecoderOnly, input_ids: torch.Tensor, input_lengths: torch.Tensor,
+                 cfg: GenerationConfig):
+        B, W = input_ids.shape
+        # The last generated token is never fed back: the largest position is max(length) + max_new_tokens - 2.
+        require(W + cfg.max_new_tokens - 1 <= model.cfg.max_positions, "generation.max_new_tokens",
+                cfg.max_new_tokens, f"after a {W}-token prompt needs {W + cfg.max_new_tokens - 1} positions; "
+                f"architecture.max_positions={model.cfg.max_positions}")
+        self.model, self.input_ids, self.lengths = model, input_ids, input_lengths
+        self.prefix = input_lengths if model.cfg.prefix_lm else torch.zeros_like(input_lengths)  # (B,)
+        self.rows = torch.arange(B, device=input_ids.device)
+        self.fed = 0  # generated tokens fed back so far
+        capacity = W + cfg.max_new_tokens - 1
+        self.caches = [LayerCache(capacity) for _ in model.blocks] if cfg.use_cache else None
+        if not cfg.use_cache:
+            self.seq = input_ids.new_full((B, capacity), PAD_ID)  # rows contiguous, right-padded
+            self.seq[:, :W] = input_ids
+
+    def __call__(self, new: torch.Tensor | None) -> torch.Tensor:
+        """Feed the last step's tokens (B,) (None at the start) -> next-token logits (B, V)."""
+        return self.cached(new) if self.caches is not None else self.uncached(new)
+
+    def cached(self, new: torch.Tensor | None) -> torch.Tensor:
+        model, W = self.model, self.input_ids.shape[1]
+        if new is None:
+            mask = prefix_lm_mask(self.lengths, self.prefix, W)  # (B, 1, W, W); padding keys hidden
+            hidden = model.hidden(self.input_ids, mask, caches=self.caches)  # (B, W, C)
+            return model.head(hidden[self.rows, self.lengths - 1])
+        slots = torch.arange(W + self.fed + 1, device=new.device)  # every key so far, this token's included
+        mask = (slots[None, :] < self.lengths[:, None]) | (slots[None, :] >= W)  # (B, S): skip prompt padding
+        positions = (self.lengths + self.fed)[:, None]  # (B, 1)
+        hidden = model.hidden(new[:, None], mask[:, None, None, :], positions, self.caches)  # (B, 1, C)
+        self.fed += 1
+        return model.head(hidden[:, 0])
+
+    def uncached(self, new: torch.Tensor | None) -> torch.Tensor:
+        if new is not None:
+            self.seq[self.rows, self.lengths + self.fed] = new
+            self.fed += 1
+        total = self.lengths + self.fed  # (B,)
+        width = self.input_ids.shape[1] + self.fed
+        hidden = self.model.hidden(self.seq[:, :width], prefix_lm_mask(total, self.prefix, width))  # (B, T, C)
+        return self.model.head(hidden[self.rows, total - 1])
+
+
+@torch.inference_mode()
+def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Tensor, cfg: GenerationConfig,
+             generator: torch.Generator | None = None) -> Generated:
+    """Continue right-padded prompts input_ids (B, W) of input_lengths (B,) tokens each.
+
+    seq2seq: the prompts are the encoder input. decoder-only: the prompts are the prefix. The model runs in
+    eval mode (dropout would make cached and uncached decoding differ) and is put back as it was.
+    """
+    if input_ids.dim() != 2 or input_lengths.shape != input_ids.shape[:1]:
+        raise ValueError(f"input_ids must be (B, W) and input_lengths (B,); got {tuple(input_ids.shape)} "
+                         f"and {tuple(input_lengths.shape)}")
+    if not bool(((input_lengths >= 1) & (input_lengths <= input_ids.shape[1])).all()):
+        raise ValueError(f"input_lengths must be in [1, {input_ids.shape[1]}]; got {input_lengths.tolist()}")
+    input_ids = input_ids[:, : int(input_lengths.max())]  # all-padding columns would only cost positions
+    if cfg.do_sample and generator is None and cfg.seed is not None:
+        generator = torch.Generator(device=input_ids.device).manual_seed(cfg.seed)
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(model, Seq2Seq):
+            steps = Seq2SeqSteps(model, input_ids, input_lengths, cfg)
+        elif isinstance(model, DecoderOnly):
+            steps = DecoderOnlySteps(model, input_ids, input_lengths, cfg)
+        else:
+            raise ConfigError(f"generate() supports seq2seq and decoder_only models, not {type(model).__name__}")
+        done = torch.zeros_like(input_lengths, dtype=torch.bool)  # (B,)
+        lengths = torch.zeros_like(input_lengths)
+        out: list[torch.Tensor] = []
+        new = None
+        for _ in range(cfg.max_new_tokens):
+            # A finished row still runs (the batch moves in lockstep) on its own choices, which are always in
+            # the vocabulary, unlike pad_id may be; only the output gets the padding.
+            new = choose(steps(new), cfg, generator)  # (B,)
+            out.append(new.masked_fill(done, cfg.pad_id))
+            lengths += ~done
+            if cfg.eos_id is not None:
+                done |= new == cfg.eos_id
+                if bool(done.all()):
+                    break
+        return Generated(torch.stack(out, dim=1), lengths)
+    finally:
+        model.train(was_training)
