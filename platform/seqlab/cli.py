@@ -62,6 +62,9 @@ def _plugins(args: argparse.Namespace) -> int:
 
     load_plugins(args.plugins_dir)
     rows = [(p.kind, p.name, p.description, p.module) for registry in REGISTRIES for p in registry]
+    # Presets are named configs of a plugin: selectable the same way (architecture=seq2seq_base).
+    rows += [(registry.kind, name, f"{description} (preset of {cfg.name})", registry.get(cfg.name).module)
+             for registry in REGISTRIES for name, (cfg, description) in registry.presets().items()]
     width = max((len(r[1]) for r in rows), default=4)
     for kind, name, description, module in rows:
         print(f"{kind:13} {name:{width}}  {description}" + (f"  [{module}]" if args.verbose else ""))

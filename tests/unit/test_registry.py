@@ -110,3 +110,17 @@ def test_seqlab_plugins_command_lists_every_plugin(capsys):
     for kind, name in [("objective", "clm"), ("architecture", "decoder_only"), ("strategy", "ddp"),
                        ("data source", "corpus")]:
         assert any(line.startswith(kind) and f" {name} " in line for line in out.splitlines()), (kind, name)
+
+
+def test_presets_are_listed_and_selectable(capsys):
+    from seqlab.cli import main
+    from seqlab.experiment import compose_config, to_run_config
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.startswith("architecture") and " alexatm_20b " in line and "(preset of seq2seq)" in line
+               for line in out.splitlines())
+    run = to_run_config(compose_config(["architecture=alexatm_20b"]))
+    assert (run.architecture.name, run.architecture.encoder_layers, run.architecture.decoder_layers) == ("seq2seq", 46, 32)
+    with pytest.raises(PluginError, match="unknown architecture preset 'nope'; presets: .*seq2seq_base"):
+        ARCHITECTURES.preset("nope")
