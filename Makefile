@@ -26,6 +26,7 @@ bench: $(STAMP)
 profile: $(STAMP)
 	mkdir -p benchmarks/results
 	$(BIN)/python benchmarks/profile_loader.py
+	$(BIN)/python benchmarks/profile_model.py
 
 # Rebuild the tokenizer shipped with the embedded corpus (after editing the corpus).
 tokenizer: $(STAMP)
