@@ -1,4 +1,4 @@
-"""The `seqlab` command: train (Hydra), plugins, info, tokenizer train, data prepare."""
+"""The `seqlab` command: train (Hydra), plugins, info, export, tokenizer train, data prepare."""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +80,21 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from seqlab.checkpoints import load_model
+    from seqlab.errors import PluginError
+
+    loaded = load_model(args.checkpoint, args.tokenizer)
+    export = getattr(loaded.model, "export_hf", None)
+    if export is None:
+        raise PluginError(f"architecture {loaded.architecture.name!r} has no Hugging Face export")
+    out = export(loaded.tokenizer, args.output, source=f"checkpoint {Path(args.checkpoint).resolve()} "
+                                                        f"(step {loaded.step})")
+    print(f"exported {loaded.architecture.name} (step {loaded.step}) to {out}; load it with "
+          f"transformers' AutoModel*.from_pretrained and AutoTokenizer.from_pretrained")
+    return 0
+
+
 def _tokenizer_train(args: argparse.Namespace) -> int:
     from seqlab.data.corpus import CorpusReport, read_corpus
     from seqlab.tokenizer import TokenizerTrainConfig, train_tokenizer
@@ -118,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="target tokens per example (default: the preset's)")
     info.add_argument("--plugins-dir", help="also import the plugin modules in this folder")
     info.set_defaults(func=_info)
+
+    export = commands.add_parser("export", help="write a checkpoint in a Hugging Face layout (seq2seq: MBart, "
+                                 "decoder-only: GPT-2) with its tokenizer; needs transformers")
+    export.add_argument("checkpoint", help="a .ckpt written by `seqlab train`")
+    export.add_argument("--output", required=True, help="the folder to write")
+    export.add_argument("--tokenizer", help="the tokenizer .model, if not at the path the run used")
+    export.set_defaults(func=_export)
 
     tokenizer = commands.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action",
                                                                                        metavar="ACTION")

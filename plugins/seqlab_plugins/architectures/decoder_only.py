@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -12,6 +13,7 @@ from seqlab.config import ArchitectureConfig
 from seqlab.errors import DataError, require
 from seqlab.interfaces import Batch, Features, FlopCount, LossOutput, ParameterCount
 from seqlab.registry import ARCHITECTURES
+from seqlab.tokenizer import Tokenizer
 from seqlab_plugins.architectures.blocks import (
     IGNORE_INDEX, Block, LayerCache, init_linear_and_embeddings, prefix_lm_mask, run_blocks, target_losses,
 )
@@ -139,6 +141,12 @@ class DecoderOnly(nn.Module):
             mask = prefix_lm_mask(batch["lengths"], batch["prefix_lengths"], ids.shape[1])
         loss_sum, tokens = target_losses(self.hidden(ids, mask), self.head, batch["labels"])
         return LossOutput(loss_sum, tokens)
+
+    def export_hf(self, tokenizer: Tokenizer, out_dir: str | Path, source: str) -> Path:
+        """Write this model in the Hugging Face GPT-2 layout, with a tokenizer transformers can load."""
+        from seqlab_plugins.architectures.export import export_model  # transformers is an optional dependency
+
+        return export_model(self, self.cfg, tokenizer, out_dir, source=source)
 
     @classmethod
     def parameter_count(cls, cfg: DecoderOnlyConfig, vocab_size: int) -> ParameterCount:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -12,7 +13,7 @@ from seqlab.config import ArchitectureConfig
 from seqlab.errors import DataError, require
 from seqlab.interfaces import Batch, Features, FlopCount, LossOutput, ParameterCount
 from seqlab.registry import ARCHITECTURES
-from seqlab.tokenizer import BOS_ID
+from seqlab.tokenizer import BOS_ID, Tokenizer
 from seqlab_plugins.architectures.blocks import (
     IGNORE_INDEX, Block, LayerCache, init_linear_and_embeddings, padding_mask, run_blocks, target_losses,
 )
@@ -166,6 +167,12 @@ class Seq2Seq(nn.Module):
         hidden = self.decode(batch["decoder_input_ids"], memory, mask)
         loss_sum, tokens = target_losses(hidden, self.head, batch["labels"])
         return LossOutput(loss_sum, tokens)
+
+    def export_hf(self, tokenizer: Tokenizer, out_dir: str | Path, source: str) -> Path:
+        """Write this model in the Hugging Face MBart layout, with a tokenizer transformers can load."""
+        from seqlab_plugins.architectures.export import export_model  # transformers is an optional dependency
+
+        return export_model(self, self.cfg, tokenizer, out_dir, source=source)
 
     @classmethod
     def parameter_count(cls, cfg: Seq2SeqConfig, vocab_size: int) -> ParameterCount:
