@@ -95,7 +95,11 @@ class LossOutput:
 
 
 class Architecture(Protocol):
-    """An nn.Module built by `ARCHITECTURES.build(cfg, vocab_size=...)`; free of torch.distributed."""
+    """An nn.Module built by `ARCHITECTURES.build(cfg, vocab_size=...)`; free of torch.distributed.
+
+    Optional: `export_hf(tokenizer, out_dir, source) -> Path` writes the model in a Hugging Face layout
+    (`seqlab export` calls it when present).
+    """
 
     blocks: Sequence[torch.nn.Module]  # the repeated blocks in forward order, for sharding strategies to wrap
 
