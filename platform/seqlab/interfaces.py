@@ -125,7 +125,9 @@ class StrategySetup:
     """What a strategy plugin returns: the Lightning strategy, and how to parallelise the built model."""
 
     strategy: Strategy | str
-    parallelize: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    # Applied in LightningModule.configure_model to the built, initialised model, with the strategy's device mesh
+    # (None for strategies without one): e.g. FSDP2 shards each block, then the root.
+    parallelize: Callable[[torch.nn.Module, Any], torch.nn.Module] | None = None
 
 
 class DataSource(Protocol):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -15,7 +15,7 @@ from seqlab.registry import ARCHITECTURES
 
 class SeqLabModule(pl.LightningModule):
     def __init__(self, run: RunConfig, vocab_size: int, objective_names: Sequence[str],
-                 parallelize: Callable[[torch.nn.Module], torch.nn.Module] | None = None):
+                 parallelize: Callable[[torch.nn.Module, Any], torch.nn.Module] | None = None):
         super().__init__()
         self.run = run
         self.vocab_size = vocab_size
@@ -37,7 +37,10 @@ class SeqLabModule(pl.LightningModule):
             return
         model = ARCHITECTURES.build(self.run.architecture, vocab_size=self.vocab_size)
         model.init_weights()
-        self.model = self._parallelize(model) if self._parallelize else model
+        # Every rank builds and initialises the full model from the same seed before sharding, so a sharded run
+        # starts from exactly the weights of a single-process run.
+        mesh = self._device_mesh if self._parallelize else None
+        self.model = self._parallelize(model, mesh) if self._parallelize else model
 
     def _accumulate(self, sums: torch.Tensor, out: LossOutput, objective: torch.Tensor) -> None:
         sums[0].index_add_(0, objective, out.loss_sum.detach().double())
@@ -45,9 +48,17 @@ class SeqLabModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model.loss(batch)
-        loss = out.loss_sum.sum() / out.tokens.sum().clamp_min(1)
+        # The loss is the mean over every target token of the global batch. Ranks hold different numbers of
+        # target tokens (documents, deletions), and data-parallel backends average gradients over ranks, so
+        # each rank scales its sum by world_size / global tokens: then N ranks train exactly like one process
+        # with the whole batch.
+        totals = torch.stack([out.loss_sum.sum().detach(), out.tokens.sum().to(out.loss_sum.dtype)])
+        world = self.trainer.world_size
+        if world > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        loss = out.loss_sum.sum() * world / totals[1].clamp_min(1)
         self._accumulate(self._train_sums, out, batch["objective"])
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", totals[0] / totals[1].clamp_min(1), prog_bar=True)
         self.log("step", float(self.global_step + 1))  # steps completed once this one is applied
         # Per-objective means cover every batch since the previous write to the logger.
         if self.trainer._logger_connector.should_update_logs:

@@ -1,0 +1,36 @@
+"""`fsdp`: Lightning's FSDPStrategy (PyTorch's FSDP1, flat parameters), each architecture block wrapped. GPU only."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seqlab.config import StrategyConfig
+from seqlab.errors import require
+from seqlab.interfaces import StrategySetup
+from seqlab.registry import STRATEGIES
+from seqlab_plugins.architectures.blocks import Block
+from seqlab_plugins.strategies.gpu_only import require_cuda
+
+SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")
+
+
+@dataclass
+class FSDPConfig(StrategyConfig):
+    sharding_strategy: str = "FULL_SHARD"  # FULL_SHARD (ZeRO-3) | SHARD_GRAD_OP (ZeRO-2) | NO_SHARD | HYBRID_SHARD
+    cpu_offload: bool = False
+    sharded_checkpoint: bool = True  # state_dict_type "sharded" (one file per rank) or "full" (one file)
+    limit_all_gathers: bool = True  # bounds memory: at most two blocks' parameters gathered ahead
+
+    def __post_init__(self) -> None:
+        require(self.sharding_strategy in SHARDING, "strategy.sharding_strategy", self.sharding_strategy,
+                f"must be one of {', '.join(SHARDING)}")
+
+
+@STRATEGIES.register("fsdp", config=FSDPConfig)
+def fsdp_strategy(cfg: FSDPConfig) -> StrategySetup:
+    """Fully sharded data parallel, FSDP1 via Lightning, auto-wrapping every block; GPU only (use fsdp2 on CPU)."""
+    require_cuda("fsdp", "Lightning's FSDPStrategy refuses CPU accelerators")
+    from pytorch_lightning.strategies import FSDPStrategy
+
+    return StrategySetup(FSDPStrategy(auto_wrap_policy={Block}, sharding_strategy=cfg.sharding_strategy,
+                                      cpu_offload=cfg.cpu_offload, limit_all_gathers=cfg.limit_all_gathers,
+                                      state_dict_type="sharded" if cfg.sharded_checkpoint else "full"))

@@ -1,0 +1,78 @@
+"""`fsdp2`: PyTorch's per-parameter FSDP (`fully_shard`) through Lightning's ModelParallelStrategy.
+
+Every repeated block is sharded on its own, then the root (embeddings, final norm, head), so at most one block's
+full parameters are gathered at a time. It runs wherever torch.distributed does, CPU (gloo) included, which makes
+it the default sharding strategy; the GPU-only ones (`fsdp`, `fairscale_fsdp`) point here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from pytorch_lightning.strategies import ModelParallelStrategy
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import (
+    CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard, register_fsdp_forward_method,
+)
+
+from seqlab.config import StrategyConfig
+from seqlab.errors import require
+from seqlab.interfaces import StrategySetup
+from seqlab.registry import STRATEGIES
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class FSDP2Config(StrategyConfig):
+    # Parameters are gathered in this dtype for compute; gradients are reduced in fp32 (reduce_dtype) so that
+    # summing many ranks' gradients loses no precision. fp32 keeps everything in full precision.
+    mixed_precision: str = "fp32"  # fp32 | bf16 | fp16
+    reshard_after_forward: bool = True  # free gathered parameters after forward (ZeRO-3); False keeps them (ZeRO-2)
+    cpu_offload: bool = False  # keep sharded parameters, gradients and optimizer state in CPU memory
+    sharded_checkpoint: bool = True  # each rank writes its shard (torch distributed checkpoint); False: one file
+    backend: Optional[str] = None  # None: nccl with CUDA, else gloo
+
+    def __post_init__(self) -> None:
+        require(self.mixed_precision in PRECISIONS, "strategy.mixed_precision", self.mixed_precision,
+                f"must be one of {', '.join(PRECISIONS)}")
+        require(self.backend in (None, "gloo", "nccl"), "strategy.backend", self.backend, "must be gloo, nccl or null")
+
+
+def shard_model(cfg: FSDP2Config, model: nn.Module, mesh: DeviceMesh) -> nn.Module:
+    """fully_shard each block of `model.blocks` over the data-parallel mesh, then the root."""
+    dtype = PRECISIONS[cfg.mixed_precision]
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
+    options = dict(mesh=mesh["data_parallel"], mp_policy=policy,
+                   offload_policy=CPUOffloadPolicy() if cfg.cpu_offload else OffloadPolicy())
+    for block in model.blocks:
+        fully_shard(block, reshard_after_forward=cfg.reshard_after_forward, **options)
+    # The root's parameters are needed again right at the start of backward (the head): keep them gathered.
+    fully_shard(model, reshard_after_forward=False, **options)
+    # Training calls model.loss(batch), not forward: FSDP must gather the root's parameters around it too.
+    register_fsdp_forward_method(model, "loss")
+    return model
+
+
+class DataParallelFSDP2(ModelParallelStrategy):
+    """ModelParallelStrategy with every rank in the data-parallel dimension (no tensor parallelism).
+
+    Lightning's "auto" sizes assume data parallel across nodes and tensor parallel within one; the world size
+    is known once the launcher is configured, before the device mesh is built.
+    """
+
+    def _configure_launcher(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        super()._configure_launcher()
+
+
+@STRATEGIES.register("fsdp2", config=FSDP2Config)
+def fsdp2_strategy(cfg: FSDP2Config) -> StrategySetup:
+    """Fully sharded data parallel, FSDP2 (per-parameter sharding), each block then the root; CPU and GPU."""
+    backend = cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    strategy = DataParallelFSDP2(data_parallel_size="auto", tensor_parallel_size=1,
+                                     save_distributed_checkpoint=cfg.sharded_checkpoint,
+                                     process_group_backend=backend)
+    return StrategySetup(strategy, parallelize=lambda model, mesh: shard_model(cfg, model, mesh))
