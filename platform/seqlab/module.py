@@ -61,8 +61,12 @@ class SeqLabModule(pl.LightningModule):
         self.log("train/loss", totals[0] / totals[1].clamp_min(1), prog_bar=True)
         self.log("step", float(self.global_step + 1))  # steps completed once this one is applied
         # Per-objective means cover every batch since the previous write to the logger.
+        # Every rank reaches the same logging steps, so the all-reduce here is safe: the means are global.
         if self.trainer._logger_connector.should_update_logs:
-            self.log_dict(self._means("train", self._train_sums))
+            sums = self._train_sums.clone()
+            if world > 1:
+                sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            self.log_dict(self._means("train", sums))
             self._train_sums.zero_()
         return loss
 
