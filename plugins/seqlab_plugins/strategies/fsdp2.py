@@ -71,6 +71,9 @@ class DataParallelFSDP2(ModelParallelStrategy):
 @STRATEGIES.register("fsdp2", config=FSDP2Config)
 def fsdp2_strategy(cfg: FSDP2Config) -> StrategySetup:
     """Fully sharded data parallel, FSDP2 (per-parameter sharding), each block then the root; CPU and GPU."""
+    # torch's CPUOffloadPolicy moves shards between CPU and an accelerator; without one there is nothing to do.
+    require(not cfg.cpu_offload or torch.cuda.is_available(), "strategy.cpu_offload", cfg.cpu_offload,
+            "offloads GPU memory to the CPU, and this machine has no GPU: the model already lives in CPU memory")
     backend = cfg.backend or ("nccl" if torch.cuda.is_available() else "gloo")
     strategy = DataParallelFSDP2(data_parallel_size="auto", tensor_parallel_size=1,
                                      save_distributed_checkpoint=cfg.sharded_checkpoint,
