@@ -191,7 +191,7 @@ def test_loader_throughput(benchmark, setup, throughput, workers, implementation
 
     benchmark.group = f"loader workers={workers} seq_len={SEQ_LEN} batch={BATCH_SIZE}"
     benchmark.pedantic(take_round, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    del batches  # shuts the workers down before the next benchmark starts its own
+    batches = None  # dropping the iterator shuts its workers down before the next benchmark starts its own
     if benchmark.stats is None:  # --benchmark-disable: ran once, nothing measured
         return
     # Rounds of one pipeline are not independent (queues carry over), so total tokens / total time.

@@ -74,7 +74,8 @@ class Registry(Generic[T]):
             raise PluginError(f"duplicate {self.kind} name {name!r}: a preset of {plugin.name} and another "
                               f"{'plugin' if name in self._plugins else 'preset'} share it")
         self._presets[name] = (cfg, description)
-        ConfigStore.instance().store(group=self.group, name=name, node=OmegaConf.structured(cfg), provider=plugin.module)
+        ConfigStore.instance().store(group=self.group, name=name, node=OmegaConf.structured(cfg),
+                                     provider=plugin.module)
 
     def preset(self, name: str) -> Any:
         """The config of preset `name` (a copy is not made: treat it as read-only)."""

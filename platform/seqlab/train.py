@@ -62,7 +62,8 @@ def probe_lengths(objective: Objective, converter: FeatureConverter, tokenizer: 
     try:
         converter(objective(Rows(tokens, plan.length.copy(), plan), rng))
     except DataError as err:
-        raise ConfigError(f"data.seq_len={seq_len}: the objective's sequences do not fit the architecture: {err}") from None
+        raise ConfigError(f"data.seq_len={seq_len}: the objective's sequences do not fit the architecture: "
+                          f"{err}") from None
 
 
 def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup) -> pl.Trainer:
@@ -118,9 +119,12 @@ def train(run: RunConfig, run_dir: Path) -> pl.Trainer:
 def summary(trainer: pl.Trainer, run_dir: Path) -> str:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/loss", "val/loss"))}
     checkpoint = trainer.checkpoint_callback
+    log_dir = Path(trainer.logger.log_dir)
+    metrics_path = log_dir / "metrics.csv" if isinstance(trainer.logger, CSVLogger) else log_dir
     lines = [f"run finished after {trainer.global_step} steps: {run_dir}",
              f"  config:      {run_dir / RESOLVED_CONFIG}",
              f"  checkpoints: {Path(checkpoint.dirpath) if checkpoint else '-'} (last: {checkpoint.last_model_path})",
-             f"  metrics:     {Path(trainer.logger.log_dir) / 'metrics.csv' if isinstance(trainer.logger, CSVLogger) else trainer.logger.log_dir}"]
-    lines += [f"  {name:24} {value:.4f}" for name, value in sorted(metrics.items())]
+             f"  metrics:     {metrics_path}"]
+    width = max(map(len, metrics), default=0)
+    lines += [f"  {name:{width}}  {value:.4f}" for name, value in sorted(metrics.items())]
     return "\n".join(lines)

@@ -75,7 +75,8 @@ class Mixture:
         for k, child in enumerate(self.children):
             rows = np.flatnonzero(choice == k)
             sub = child.plan(len(rows), rng)
-            plan.length[rows], plan.document[rows], plan.task[rows] = sub.length, sub.document, sub.task + self.offsets[k]
+            plan.length[rows], plan.document[rows] = sub.length, sub.document
+            plan.task[rows] = sub.task + self.offsets[k]
         return plan
 
     def __call__(self, rows: Rows, rng: np.random.Generator) -> Features:
