@@ -98,7 +98,9 @@ class Architecture(Protocol):
     """An nn.Module built by `ARCHITECTURES.build(cfg, vocab_size=...)`; free of torch.distributed.
 
     Optional: `export_hf(tokenizer, out_dir, source) -> Path` writes the model in a Hugging Face layout
-    (`seqlab export` calls it when present).
+    (`seqlab export` calls it when present); the classmethod `matched_baseline(cfg, vocab_size, input_length,
+    target_length, match) -> config` gives the baseline architecture `seqlab compare` trains against it,
+    matched by "parameters" or training "flops".
     """
 
     blocks: Sequence[torch.nn.Module]  # the repeated blocks in forward order, for sharding strategies to wrap
@@ -110,6 +112,15 @@ class Architecture(Protocol):
     def init_weights(self) -> None: ...
 
     def loss(self, batch: Batch) -> LossOutput: ...
+
+    def target_logprobs(self, batch: Batch) -> torch.Tensor:
+        """(B, Lt): teacher-forced log-probability of target token j of each row at column j (0 past the row's
+        target length), from the converter's batch of Features whose targets are scored."""
+
+    def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
+                 target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy decoding: new tokens (B, N), right-padded after each row's EOS, and their counts (B,).
+        input_ids (B, W) are model-neutral inputs, right-padded; target_prefix (B, P) is forced first."""
 
     @classmethod
     def parameter_count(cls, cfg: Any, vocab_size: int) -> ParameterCount:

@@ -206,3 +206,21 @@ def target_losses(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -
     loss = F.cross_entropy(logits.float(), labels[rows, cols], reduction="none")  # (N,)
     B = labels.shape[0]
     return loss.new_zeros(B).index_add_(0, rows, loss), torch.bincount(rows, minlength=B)
+
+
+def label_logprobs(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
+    """hidden (B, T, C), labels (B, T) -> (B, L) float32: the log-probability of each row's j-th label at
+    column j (labels are the targets in order, wherever the layout puts them), 0 past the row's last label.
+
+    The scoring twin of target_losses (evaluation ranks candidates by these), computed the same way: logits
+    only where there is a label, log-softmax in float32.
+    """
+    is_label = labels != IGNORE_INDEX  # (B, T)
+    rows, cols = is_label.nonzero(as_tuple=True)  # (N,) each, row-major: each row's labels in order
+    logits = head(hidden[rows, cols]).float()  # (N, V)
+    picked = logits.log_softmax(dim=-1).gather(1, labels[rows, cols][:, None]).squeeze(1)  # (N,)
+    rank = is_label.long().cumsum(dim=1)[rows, cols] - 1  # (N,): which target each label is
+    out = torch.zeros((labels.shape[0], int(is_label.sum(dim=1).max()) if len(rows) else 0),
+                      dtype=torch.float32, device=labels.device)
+    out[rows, rank] = picked
+    return out

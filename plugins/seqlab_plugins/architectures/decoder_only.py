@@ -15,7 +15,8 @@ from seqlab.interfaces import Batch, Features, FlopCount, LossOutput, ParameterC
 from seqlab.registry import ARCHITECTURES
 from seqlab.tokenizer import Tokenizer
 from seqlab_plugins.architectures.blocks import (
-    IGNORE_INDEX, Block, LayerCache, init_linear_and_embeddings, prefix_lm_mask, run_blocks, target_losses,
+    IGNORE_INDEX, Block, LayerCache, init_linear_and_embeddings, label_logprobs, prefix_lm_mask, run_blocks,
+    target_losses,
 )
 
 
@@ -141,6 +142,22 @@ class DecoderOnly(nn.Module):
             mask = prefix_lm_mask(batch["lengths"], batch["prefix_lengths"], ids.shape[1])
         loss_sum, tokens = target_losses(self.hidden(ids, mask), self.head, batch["labels"])
         return LossOutput(loss_sum, tokens)
+
+    def target_logprobs(self, batch: Batch) -> torch.Tensor:
+        """Teacher-forced log-probability of target j at column j (B, Lt): what evaluation ranks by."""
+        ids = batch["input_ids"]
+        mask = None
+        if "lengths" in batch:
+            mask = prefix_lm_mask(batch["lengths"], batch["prefix_lengths"], ids.shape[1])
+        return label_logprobs(self.hidden(ids, mask), self.head, batch["labels"])
+
+    def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
+                 target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy continuation (B, N) and its lengths (B,); see generation.generate."""
+        from seqlab_plugins.architectures.generation import GenerationConfig, generate
+
+        return tuple(generate(self, input_ids, input_lengths, GenerationConfig(max_new_tokens=max_new_tokens),
+                              target_prefix=target_prefix))
 
     def export_hf(self, tokenizer: Tokenizer, out_dir: str | Path, source: str) -> Path:
         """Write this model in the Hugging Face GPT-2 layout, with a tokenizer transformers can load."""

@@ -84,27 +84,36 @@ def choose(logits: torch.Tensor, cfg: GenerationConfig, generator: torch.Generat
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
+def no_prefix(input_ids: torch.Tensor) -> torch.Tensor:
+    return input_ids.new_zeros((input_ids.shape[0], 0))
+
+
 class Seq2SeqSteps:
     """Encode the prompts once, then decode from BOS. With the cache, each step runs only the newest token:
     self-attention keys/values accumulate, the encoder states' cross-attention keys/values are reused."""
 
-    def __init__(self, model: Seq2Seq, input_ids: torch.Tensor, input_lengths: torch.Tensor, cfg: GenerationConfig):
-        require(cfg.max_new_tokens <= model.cfg.max_positions, "generation.max_new_tokens", cfg.max_new_tokens,
-                f"exceeds the decoder's architecture.max_positions={model.cfg.max_positions}")
+    def __init__(self, model: Seq2Seq, input_ids: torch.Tensor, input_lengths: torch.Tensor, cfg: GenerationConfig,
+                 target_prefix: torch.Tensor | None = None):
+        target_prefix = no_prefix(input_ids) if target_prefix is None else target_prefix  # (B, P)
+        P = target_prefix.shape[1]
+        require(P + cfg.max_new_tokens <= model.cfg.max_positions, "generation.max_new_tokens", cfg.max_new_tokens,
+                f"after a {P}-token target prefix exceeds the decoder's "
+                f"architecture.max_positions={model.cfg.max_positions}")
         if input_ids.shape[1] > model.cfg.max_positions:
             raise ValueError(f"a {input_ids.shape[1]}-token prompt exceeds the encoder's "
                              f"architecture.max_positions={model.cfg.max_positions}")
         self.model = model
         self.memory, self.memory_mask = model.encode(input_ids, input_lengths)  # (B, S, C), (B, 1, 1, S)
-        self.ids = input_ids.new_full((input_ids.shape[0], 1), BOS_ID)  # (B, t): decoder input so far
-        # BOS plus every generated token but the last is fed: max_new_tokens positions.
-        self.caches = [LayerCache(cfg.max_new_tokens) for _ in model.decoder.blocks] if cfg.use_cache else None
+        bos = input_ids.new_full((input_ids.shape[0], 1), BOS_ID)
+        self.ids = torch.cat([bos, target_prefix], dim=1)  # (B, t): decoder input so far
+        # BOS, the prefix and every generated token but the last are fed: P + max_new_tokens positions.
+        self.caches = [LayerCache(P + cfg.max_new_tokens) for _ in model.decoder.blocks] if cfg.use_cache else None
 
     def __call__(self, new: torch.Tensor | None) -> torch.Tensor:
         """Feed the last step's tokens (B,) (None at the start) -> next-token logits (B, V)."""
         if new is not None:
             self.ids = torch.cat([self.ids, new[:, None]], dim=1)
-        fresh = self.ids if self.caches is None else self.ids[:, -1:]
+        fresh = self.ids if self.caches is None or new is None else self.ids[:, -1:]
         hidden = self.model.decode(fresh, self.memory, self.memory_mask, self.caches)  # (B, T, C)
         return self.model.head(hidden[:, -1])
 
@@ -121,14 +130,19 @@ class DecoderOnlySteps:
     """
 
     def __init__(self, model: DecoderOnly, input_ids: torch.Tensor, input_lengths: torch.Tensor,
-                 cfg: GenerationConfig):
+                 cfg: GenerationConfig, target_prefix: torch.Tensor | None = None):
+        target_prefix = no_prefix(input_ids) if target_prefix is None else target_prefix  # (B, P)
+        # The target prefix continues each prompt causally, as targets do in training: the prompt grows, its
+        # bidirectional part does not.
+        bidirectional = input_lengths if model.cfg.prefix_lm else torch.zeros_like(input_lengths)  # (B,)
+        input_ids, input_lengths = append_rows(input_ids, input_lengths, target_prefix)
         B, W = input_ids.shape
         # The last generated token is never fed back: the largest position is max(length) + max_new_tokens - 2.
         require(W + cfg.max_new_tokens - 1 <= model.cfg.max_positions, "generation.max_new_tokens",
                 cfg.max_new_tokens, f"after a {W}-token prompt needs {W + cfg.max_new_tokens - 1} positions; "
                 f"architecture.max_positions={model.cfg.max_positions}")
         self.model, self.input_ids, self.lengths = model, input_ids, input_lengths
-        self.prefix = input_lengths if model.cfg.prefix_lm else torch.zeros_like(input_lengths)  # (B,)
+        self.prefix = bidirectional
         self.rows = torch.arange(B, device=input_ids.device)
         self.fed = 0  # generated tokens fed back so far
         capacity = W + cfg.max_new_tokens - 1
@@ -164,13 +178,25 @@ class DecoderOnlySteps:
         return self.model.head(hidden[self.rows, total - 1])
 
 
+def append_rows(ids: torch.Tensor, lengths: torch.Tensor, suffix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded rows ids (B, W) of `lengths` tokens, each followed by its suffix (B, P) -> (B, W + P), (B,)."""
+    B, W = ids.shape
+    P = suffix.shape[1]
+    out = torch.cat([ids, ids.new_full((B, P), PAD_ID)], dim=1)
+    out.scatter_(1, lengths[:, None] + torch.arange(P, device=ids.device), suffix)
+    return out, lengths + P
+
+
 @torch.inference_mode()
 def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Tensor, cfg: GenerationConfig,
-             generator: torch.Generator | None = None) -> Generated:
+             generator: torch.Generator | None = None, target_prefix: torch.Tensor | None = None) -> Generated:
     """Continue right-padded prompts input_ids (B, W) of input_lengths (B,) tokens each.
 
-    seq2seq: the prompts are the encoder input. decoder-only: the prompts are the prefix. The model runs in
-    eval mode (dropout would make cached and uncached decoding differ) and is put back as it was.
+    seq2seq: the prompts are the encoder input. decoder-only: the prompts are the prefix. target_prefix (B, P),
+    one length for every row, is forced at the start of the output and not returned: the decoder (or, for a
+    decoder-only model, the causal part) starts from it, e.g. the prompt again in AlexaTM's denoising mode.
+    The model runs in eval mode (dropout would make cached and uncached decoding differ) and is put back as
+    it was.
     """
     if input_ids.dim() != 2 or input_lengths.shape != input_ids.shape[:1]:
         raise ValueError(f"input_ids must be (B, W) and input_lengths (B,); got {tuple(input_ids.shape)} "
@@ -178,15 +204,17 @@ def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Ten
     if not bool(((input_lengths >= 1) & (input_lengths <= input_ids.shape[1])).all()):
         raise ValueError(f"input_lengths must be in [1, {input_ids.shape[1]}]; got {input_lengths.tolist()}")
     input_ids = input_ids[:, : int(input_lengths.max())]  # all-padding columns would only cost positions
+    if target_prefix is not None and (target_prefix.dim() != 2 or target_prefix.shape[0] != input_ids.shape[0]):
+        raise ValueError(f"target_prefix must be (B, P) with B={input_ids.shape[0]}; got {tuple(target_prefix.shape)}")
     if cfg.do_sample and generator is None and cfg.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(cfg.seed)
     was_training = model.training
     model.eval()
     try:
         if isinstance(model, Seq2Seq):
-            steps = Seq2SeqSteps(model, input_ids, input_lengths, cfg)
+            steps = Seq2SeqSteps(model, input_ids, input_lengths, cfg, target_prefix)
         elif isinstance(model, DecoderOnly):
-            steps = DecoderOnlySteps(model, input_ids, input_lengths, cfg)
+            steps = DecoderOnlySteps(model, input_ids, input_lengths, cfg, target_prefix)
         else:
             raise ConfigError(f"generate() supports seq2seq and decoder_only models, not {type(model).__name__}")
         done = torch.zeros_like(input_lengths, dtype=torch.bool)  # (B,)

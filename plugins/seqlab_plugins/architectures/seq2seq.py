@@ -15,7 +15,8 @@ from seqlab.interfaces import Batch, Features, FlopCount, LossOutput, ParameterC
 from seqlab.registry import ARCHITECTURES
 from seqlab.tokenizer import BOS_ID, Tokenizer
 from seqlab_plugins.architectures.blocks import (
-    IGNORE_INDEX, Block, LayerCache, init_linear_and_embeddings, padding_mask, run_blocks, target_losses,
+    IGNORE_INDEX, Block, LayerCache, init_linear_and_embeddings, label_logprobs, padding_mask, run_blocks,
+    target_losses,
 )
 
 
@@ -168,6 +169,19 @@ class Seq2Seq(nn.Module):
         loss_sum, tokens = target_losses(hidden, self.head, batch["labels"])
         return LossOutput(loss_sum, tokens)
 
+    def target_logprobs(self, batch: Batch) -> torch.Tensor:
+        """Teacher-forced log-probability of target j at column j (B, Lt): what evaluation ranks by."""
+        memory, mask = self.encode(batch["input_ids"], batch["input_lengths"])
+        return label_logprobs(self.decode(batch["decoder_input_ids"], memory, mask), self.head, batch["labels"])
+
+    def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
+                 target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy continuation (B, N) and its lengths (B,); see generation.generate."""
+        from seqlab_plugins.architectures.generation import GenerationConfig, generate
+
+        return tuple(generate(self, input_ids, input_lengths, GenerationConfig(max_new_tokens=max_new_tokens),
+                              target_prefix=target_prefix))
+
     def export_hf(self, tokenizer: Tokenizer, out_dir: str | Path, source: str) -> Path:
         """Write this model in the Hugging Face MBart layout, with a tokenizer transformers can load."""
         from seqlab_plugins.architectures.export import export_model  # transformers is an optional dependency
@@ -181,6 +195,17 @@ class Seq2Seq(nn.Module):
         from seqlab_plugins.architectures.accounting import seq2seq_parameters
 
         return seq2seq_parameters(cfg, vocab_size)
+
+    @classmethod
+    def matched_baseline(cls, cfg: Seq2SeqConfig, vocab_size: int, input_length: int, target_length: int,
+                         match: str) -> ArchitectureConfig:
+        """The decoder-only baseline of the same width whose depth makes its total parameters (match=parameters)
+        or its training FLOPs per example at these lengths (match=flops) closest to this model's."""
+        from seqlab_plugins.architectures.accounting import flop_matched_partner, parameter_matched_partner
+
+        require(match in ("parameters", "flops"), "compare.match", match, "must be parameters or flops")
+        partner = parameter_matched_partner if match == "parameters" else flop_matched_partner
+        return partner(cfg, vocab_size, input_length, target_length)
 
     @classmethod
     def training_flops(cls, cfg: Seq2SeqConfig, vocab_size: int, input_length: int,
