@@ -1,0 +1,1 @@
+"""Built-in evaluation helpers: corpus metrics shared by the eval-task plugins."""
