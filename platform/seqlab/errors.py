@@ -1,4 +1,7 @@
 """Errors a user can act on. The CLI prints them as one message, without a traceback."""
+from __future__ import annotations
+
+import re
 
 
 class SeqlabError(Exception):
@@ -21,3 +24,29 @@ def require(ok: bool, field: str, value: object, why: str) -> None:
     """Raise ConfigError("field=value: why") unless `ok`; used by every config's __post_init__."""
     if not ok:
         raise ConfigError(f"{field}={value!r}: {why}")
+
+
+# OmegaConf's wording of a wrong type, and what to tell the user instead.
+_TYPE_PROBLEMS = (
+    (re.compile(r"could not be converted to Integer"), "must be an integer"),
+    (re.compile(r"could not be converted to Float"), "must be a number"),
+    (re.compile(r"is not a valid bool"), "must be true or false"),
+    (re.compile(r"is not a ListConfig, list or tuple"), "must be a list"),
+    (re.compile(r"Cannot assign \w+ to Dict"), "must be a mapping"),
+    (re.compile(r"^Key '.*' not in '"), "no such field"),
+)
+_INTERPOLATION = re.compile(r"^\w+ raised while resolving interpolation: ")
+
+
+def omegaconf_error(err: Exception, prefix: str = "") -> ConfigError:
+    """An OmegaConf error about one value (wrong type, unknown key, failed interpolation) as ConfigError
+    "field=value: why". `prefix` is the path of the node that was validated, when OmegaConf knows only the key
+    within it (a node built outside the composed config, such as a mixture's child)."""
+    key = ".".join(part for part in (prefix, str(getattr(err, "full_key", "") or "")) if part)
+    message = str(getattr(err, "msg", "") or err)
+    why = _INTERPOLATION.sub("", message.splitlines()[0] if message else type(err).__name__)
+    why = next((fix for pattern, fix in _TYPE_PROBLEMS if pattern.search(why)), why)
+    value = getattr(err, "value", None)
+    if not key:
+        return ConfigError(why)
+    return ConfigError(f"{key}={value!r}: {why}" if value is not None else f"{key}: {why}")

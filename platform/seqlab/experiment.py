@@ -1,17 +1,24 @@
-"""Composing experiments: where the YAML lives, the `seqlab_resource` resolver, config -> dataclasses."""
+"""Composing experiments: where the YAML lives, the `seqlab_resource` resolver, config -> dataclasses.
+
+Every problem with a composed config leaves this module as a ConfigError that names the field and the value
+(Hydra's and OmegaConf's own errors are translated), so the CLI prints one line instead of a traceback.
+"""
 from __future__ import annotations
 
 import os
+import re
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from seqlab.config import RunConfig, register_core_schemas
-from seqlab.errors import ConfigError
+from seqlab.errors import ConfigError, omegaconf_error
 from seqlab.registry import load_plugins
 
 CONFIG_NAME = "config"
@@ -52,10 +59,26 @@ def plugins_dir_override(overrides: Sequence[str]) -> str | None:
     return None
 
 
+def check_experiment(overrides: Sequence[str]) -> None:
+    """Refuse `experiment=NAME` when experiments/experiment/ has no NAME.yaml. Hydra skips an optional group's
+    missing file without a word, so a mistyped name would quietly train the default experiment instead."""
+    folder = experiments_dir() / "experiment"
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.lstrip("+~") != "experiment" or not re.fullmatch(r"[\w./+-]+(,[\w./+-]+)*", value):
+            continue  # not this group, or a sweep function such as choice(...) that Hydra expands itself
+        for name in value.split(","):
+            if name != "null" and not (folder / f"{name}.yaml").is_file():
+                known = sorted(str(path.relative_to(folder).with_suffix("")) for path in folder.rglob("*.yaml"))
+                raise ConfigError(f"experiment={name!r}: no such experiment in {folder}; choose one of: "
+                                  f"{', '.join(known) or '(none)'}")
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose `experiments/config.yaml` with overrides, as `seqlab train` does (for tests and tools)."""
     setup(plugins_dir_override(overrides))
-    with initialize_config_dir(config_dir=str(experiments_dir()), version_base=None):
+    check_experiment(overrides)
+    with initialize_config_dir(config_dir=str(experiments_dir()), version_base=None), composition_errors():
         return compose(config_name=CONFIG_NAME, overrides=list(overrides))
 
 
@@ -65,7 +88,46 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
         run = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as err:
         raise ConfigError(f"{err.full_key} is required but not set: add {err.full_key}=VALUE") from None
+    except OmegaConfBaseException as err:
+        raise omegaconf_error(err) from None
     if not isinstance(run, RunConfig):
         raise ConfigError(f"the composed config is a {type(run).__name__}, not a RunConfig: "
                           f"{CONFIG_NAME}.yaml must list run_schema first in its defaults")
     return run
+
+
+@contextmanager
+def composition_errors(hydra_raises: bool = False) -> Iterator[None]:
+    """Turn Hydra's composition errors raised inside into ConfigErrors naming the field and the value.
+
+    `hydra_raises`: for `hydra.main`, which otherwise prints such errors in its own format and exits 1 itself;
+    HYDRA_FULL_ERROR makes it raise them instead (errors of the run itself then keep their whole traceback).
+    """
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    if hydra_raises:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except (ConfigCompositionException, OverrideParseException) as err:
+        raise composition_error(err) from None
+    finally:
+        if hydra_raises and previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        elif hydra_raises:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def composition_error(err: ConfigCompositionException | OverrideParseException) -> ConfigError:
+    """One Hydra error as a ConfigError: the group or field, the value, and what would be valid."""
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options is not None:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        return ConfigError(f"{group}={name!r}: no such {group} config; choose one of: {', '.join(err.options)} "
+                           "(`seqlab plugins` describes the plugins)")
+    if isinstance(err, OverrideParseException):
+        return ConfigError(f"cannot parse the override {err.override!r}: {str(err).splitlines()[0]}")
+    cause = err.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        message = omegaconf_error(cause)
+        hint = [line[:1].lower() + line[1:] for line in str(err).splitlines()[1:]]  # "to append ... use +KEY=V"
+        return ConfigError("; ".join([str(message), *hint])) if hint else message
+    return ConfigError("\n".join(line for line in str(err).splitlines() if line.strip()))

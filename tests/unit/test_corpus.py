@@ -67,8 +67,11 @@ def test_messy_folder_counts_every_problem_exactly(messy_corpus):
         "binary_files": 1,
         "unreadable_files": 1,
         "invalid_utf8_lines": 3,  # two in good.txt, one in data.jsonl
+        "nul_lines": 0,
         "blank_lines": 4,  # two in good.txt, an empty line and a whitespace "text" in data.jsonl
         "bad_json_lines": 6,  # broken, list, no text, int text, bad lang, lone surrogate
+        "long_records": 0,
+        "split_lines": 0,
         "documents": len(expected),
         "characters": sum(len(doc.text) for doc in expected),
         "empty_after_tokenization": 0,

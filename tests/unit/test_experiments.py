@@ -3,8 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ValidationError
 
 from seqlab.config import RunConfig
 from seqlab.errors import ConfigError
@@ -90,15 +88,12 @@ def test_bad_values_name_field_and_value(override, message):
 
 
 def test_wrong_type_names_the_key():
-    with pytest.raises(ConfigCompositionException) as err:
+    with pytest.raises(ConfigError, match=r"^trainer.max_steps='many': must be an integer$"):
         compose_config(["trainer.max_steps=many"])
-    cause = err.value.__cause__
-    assert isinstance(cause, ValidationError) and "trainer.max_steps" in str(cause) and "many" in str(cause)
 
 
 def test_unknown_plugin_lists_the_options():
-    with pytest.raises(ConfigCompositionException,
-                       match=r"(?s)Could not find 'objective/nope'\s+Available options in 'objective':.*\tclm\n"):
+    with pytest.raises(ConfigError, match=r"^objective='nope': no such objective config; choose one of: .*\bclm\b"):
         compose_config(["objective=nope"])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from seqlab.data.corpus import LAYOUT, CorpusReport
+from seqlab.data.corpus import LAYOUT, MAX_DOCUMENT_BYTES, CorpusReport
 from seqlab.data.prepare import prepare_corpus
 from seqlab.data.store import PreparedCorpus
 
@@ -27,12 +27,15 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                          help="encoding processes (default: %(default)s)")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    prepare.add_argument("--max-document-bytes", type=int, default=MAX_DOCUMENT_BYTES, metavar="N",
+                         help="cut longer lines into several documents (default: %(default)s)")
     prepare.set_defaults(func=_prepare)
 
 
 def _prepare(args: argparse.Namespace) -> int:
     prepared = prepare_corpus(args.inputs, args.tokenizer, args.output, source=args.source, lang=args.lang,
-                              workers=args.workers, overwrite=args.overwrite)
+                              workers=args.workers, overwrite=args.overwrite,
+                              max_document_bytes=args.max_document_bytes)
     print(CorpusReport.from_dict(prepared.report).summary())
     print()
     print(format_shards(prepared))

@@ -1,8 +1,21 @@
-"""Reading raw corpora robustly: text files, JSONL files and folders per language, streamed as documents.
+r"""Reading raw corpora robustly: text files, JSONL files and folders per language, streamed as documents.
 
 Real corpora are dirty (a stray binary, a truncated download, a Windows editor, a crawler's broken JSON), and
 one bad byte must not cost a day's preparation run. So every problem is counted in a `CorpusReport`, the
-first few are described, and reading goes on; nothing is dropped without a count.
+first few are described, and reading goes on; nothing is dropped without a count. What counts as bad input:
+
+- a file with a NUL byte in its first BINARY_PROBE_BYTES is binary (the rule of git and grep; UTF-16 text
+  looks like this too) and is skipped whole; an empty file gives nothing. Both are counted per file.
+- past that probe, a line holding a NUL byte (or a JSONL "text" holding "\u0000") is damaged, e.g. by a
+  zero-filled block after a crash: that line is skipped and counted in `nul_lines`, the file's other lines
+  still arrive.
+- a line that is not valid UTF-8, a blank line, a JSONL line that is not an object with a string "text".
+- a line longer than `max_document_bytes` is valid text too long to hold whole: a text line is cut into
+  several documents of at most that many bytes (after a space where there is one, never inside a UTF-8
+  character) and counted in `split_lines`; each piece then counts as a line of its own. A JSONL record
+  cannot be cut before it is parsed, so one that long is skipped and counted in `long_records`.
+Everything else arrives byte-exact: any script, right-to-left text, combining marks; a "\r\n" line end and a
+UTF-8 byte-order mark at the start of a file are removed.
 """
 from __future__ import annotations
 
@@ -10,16 +23,18 @@ import codecs
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal, NamedTuple
+from typing import BinaryIO, Iterator, Literal, NamedTuple
 
+from seqlab.data.report import MAX_NOTES, CorpusReport  # noqa: F401 - MAX_NOTES re-exported with the report
 from seqlab.errors import ConfigError, DataError
 
 DEFAULT_LANG = "und"  # ISO 639 "undetermined"
-MAX_NOTES = 20
 # A NUL byte never occurs in UTF-8 text but almost always early in a binary (gzip, parquet, PDF).
 BINARY_PROBE_BYTES = 8192
+# Longer lines are cut into several documents, so memory stays bounded however long a line is. 8 MiB keeps
+# real documents (a long book is a few MB) whole; tokens of a document are at most a few million.
+MAX_DOCUMENT_BYTES = 8 << 20
 # Languages and sources become file and folder names of the prepared corpus, so they must be one safe path
 # component (letters of any script, digits, "_", and inner ".", "+", "-": "en", "zh-Hans", "eng_Latn").
 _NAME = re.compile(r"^\w[\w.+-]*$")
@@ -32,86 +47,10 @@ LAYOUT = (
 )
 
 Format = Literal["text", "jsonl"]
-# Report fields that count input left out of the corpus, in the order the summary lists them.
-_SKIP_COUNTS = ("skipped_files", "empty_files", "binary_files", "unreadable_files", "invalid_utf8_lines",
-                "blank_lines", "bad_json_lines", "empty_after_tokenization")
-
 
 def is_valid_name(name: str) -> bool:
     """Whether `name` can be a language or source name (one safe path component)."""
     return bool(_NAME.match(name))
-
-
-@dataclass
-class CorpusReport:
-    """What reading (and then tokenizing) a corpus found. Counts add up across files and parallel workers.
-
-    `files` counts files that were opened as corpus files; `empty_files`, `binary_files` and
-    `unreadable_files` are those of them that gave nothing. `skipped_files` are files in a folder with an
-    unsupported extension or an invalid language folder name; they are not opened. Line counts are of skipped
-    lines: `blank_lines` includes JSONL records whose text is blank. `documents` and `characters` are what was
-    yielded; `empty_after_tokenization` of those documents encoded to no token and were not stored.
-    """
-
-    files: int = 0
-    skipped_files: int = 0
-    empty_files: int = 0
-    binary_files: int = 0
-    unreadable_files: int = 0
-    invalid_utf8_lines: int = 0
-    blank_lines: int = 0
-    bad_json_lines: int = 0
-    documents: int = 0
-    characters: int = 0
-    empty_after_tokenization: int = 0
-    notes: list[str] = field(default_factory=list)
-    notes_omitted: int = 0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "notes" and (type(value) is not int or value < 0):
-                raise DataError(f"CorpusReport.{f.name}={value!r} must be a non-negative integer")
-
-    def note(self, message: str) -> None:
-        """Describe one problem; past MAX_NOTES only count it, so a corpus of broken lines stays readable."""
-        if len(self.notes) < MAX_NOTES:
-            self.notes.append(message)
-        else:
-            self.notes_omitted += 1
-
-    def merge(self, other: CorpusReport) -> None:
-        """Add `other`'s counts and notes to this report (merge in file order for a deterministic result)."""
-        for f in fields(self):
-            if f.name != "notes":
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        room = MAX_NOTES - len(self.notes)
-        self.notes.extend(other.notes[:room])
-        self.notes_omitted += max(0, len(other.notes) - room)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CorpusReport:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(f"corpus report has unknown fields {unknown}; known: {sorted(known)}")
-        return cls(**{**data, "notes": list(data.get("notes", []))})
-
-    def summary(self) -> str:
-        """A few lines for the terminal: what was read, what was skipped and why, the first problems."""
-        lines = [f"read {self.documents:,} documents ({self.characters:,} characters) from {self.files:,} files"]
-        skipped = [f"{name}={getattr(self, name):,}" for name in _SKIP_COUNTS if getattr(self, name)]
-        if skipped:
-            lines.append("skipped: " + ", ".join(skipped))
-        if self.notes:
-            lines.append("problems:")
-            lines += [f"  {note}" for note in self.notes]
-            if self.notes_omitted:
-                lines.append(f"  ... and {self.notes_omitted:,} more")
-        return "\n".join(lines)
 
 
 class CorpusFile(NamedTuple):
@@ -169,19 +108,23 @@ def find_files(path: str | Path, report: CorpusReport, lang: str | None = None) 
     return sorted(found)
 
 
-def read_corpus(path: str | Path, report: CorpusReport, lang: str | None = None) -> Iterator[Document]:
+def read_corpus(path: str | Path, report: CorpusReport, lang: str | None = None,
+                max_document_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Document]:
     """Every document under `path` (see LAYOUT), counting problems in `report`."""
     for file in find_files(path, report, lang):
-        yield from read_file(file, report)
+        yield from read_file(file, report, max_document_bytes)
 
 
-def read_file(file: CorpusFile, report: CorpusReport) -> Iterator[Document]:
-    """The documents of one file, one line at a time, so memory is bounded by the longest line."""
+def read_file(file: CorpusFile, report: CorpusReport,
+              max_document_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Document]:
+    """The documents of one file, a line at a time; no more than `max_document_bytes` of a line is held."""
+    if type(max_document_bytes) is not int or max_document_bytes < 4:  # room for any one UTF-8 character
+        raise ConfigError(f"max_document_bytes={max_document_bytes!r}: must be an integer >= 4")
     report.files += 1
     try:
         with open(file.path, "rb") as stream:
             head = stream.read(BINARY_PROBE_BYTES)
-            if not head:
+            if not head.removeprefix(codecs.BOM_UTF8):
                 report.empty_files += 1
                 report.note(f"{file.path}: empty file")
                 return
@@ -189,28 +132,81 @@ def read_file(file: CorpusFile, report: CorpusReport) -> Iterator[Document]:
                 report.binary_files += 1
                 report.note(f"{file.path}: binary file (NUL byte in the first {BINARY_PROBE_BYTES} bytes), skipped")
                 return
-            stream.seek(0)
-            parse = _parse_jsonl if file.format == "jsonl" else _parse_text
-            for lineno, raw in enumerate(stream, start=1):
-                doc = parse(raw, lineno, file, report)
-                if doc is None:
-                    continue
-                if not doc.text or doc.text.isspace():
-                    report.blank_lines += 1
-                    continue
-                report.documents += 1
-                report.characters += len(doc.text)
-                yield doc
+            # Windows editors start UTF-8 files with a byte-order mark: not part of the first document.
+            stream.seek(len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0)
+            yield from _documents(stream, file, report, max_document_bytes)
     except OSError as err:
         report.unreadable_files += 1
         report.note(f"{file.path}: cannot read ({err.strerror or err})")
 
 
-def _decode_line(raw: bytes, lineno: int, file: CorpusFile, report: CorpusReport) -> str | None:
-    if raw.endswith(b"\n"):
-        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-    if lineno == 1:
-        raw = raw.removeprefix(codecs.BOM_UTF8)  # Windows editors start UTF-8 files with a byte-order mark
+def _documents(stream: BinaryIO, file: CorpusFile, report: CorpusReport, limit: int) -> Iterator[Document]:
+    parse = _parse_jsonl if file.format == "jsonl" else _parse_text
+    split = 0  # number of the line being cut into pieces, 0 if none
+    for lineno, raw, last in _pieces(stream, limit):
+        if not last and split != lineno:
+            split = lineno
+            if file.format == "jsonl":
+                report.long_records += 1
+                report.note(f"{file.path}:{lineno}: JSONL record longer than max_document_bytes={limit:,}, skipped")
+            else:
+                report.split_lines += 1
+                report.note(f"{file.path}:{lineno}: line longer than max_document_bytes={limit:,}, "
+                            "split into several documents")
+        if split == lineno and file.format == "jsonl":
+            continue
+        if b"\0" in raw:
+            report.nul_lines += 1
+            report.note(f"{file.path}:{lineno}: NUL byte at offset {raw.index(0)}, line skipped")
+            continue
+        doc = parse(raw, lineno, file, report)
+        if doc is None:
+            continue
+        if not doc.text or doc.text.isspace():
+            report.blank_lines += 1
+            continue
+        report.documents += 1
+        report.characters += len(doc.text)
+        yield doc
+
+
+def _pieces(stream: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes without the line end, whether the line ends here) for every line of `stream`, a line
+    longer than `limit` bytes coming in several pieces of at most `limit` bytes (see `_cut`)."""
+    lineno, carry = 1, b""
+    while True:
+        raw = carry
+        if not raw.endswith(b"\n"):
+            # + 2: a line of exactly `limit` bytes still comes whole with its "\r\n".
+            raw += stream.readline(limit + 2 - len(raw))
+        if not raw:
+            return
+        ended = raw.endswith(b"\n") or len(raw) < limit + 2  # a newline, or the end of the file
+        body = raw
+        if raw.endswith(b"\n"):
+            body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+        if ended and len(body) <= limit:
+            yield lineno, body, True
+            lineno, carry = lineno + 1, b""
+        else:
+            cut = _cut(body, limit)
+            yield lineno, body[:cut], False
+            carry = raw[cut:]
+
+
+def _cut(body: bytes, limit: int) -> int:
+    """Where a piece of an over-long line ends: after the last space in the second half of its first `limit`
+    bytes (so words stay whole), else before the UTF-8 character that straddles `limit`."""
+    space = body.rfind(b" ", limit // 2, limit)
+    if space >= 0:
+        return space + 1
+    for cut in range(limit, limit - 4, -1):
+        if body[cut] & 0xC0 != 0x80:  # not a continuation byte: a character starts here
+            return cut
+    return limit  # not UTF-8 here anyway: the piece is counted as invalid
+
+
+def _decode(raw: bytes, lineno: int, file: CorpusFile, report: CorpusReport) -> str | None:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -221,12 +217,12 @@ def _decode_line(raw: bytes, lineno: int, file: CorpusFile, report: CorpusReport
 
 
 def _parse_text(raw: bytes, lineno: int, file: CorpusFile, report: CorpusReport) -> Document | None:
-    text = _decode_line(raw, lineno, file, report)
+    text = _decode(raw, lineno, file, report)
     return None if text is None else Document(file.lang, text)
 
 
 def _parse_jsonl(raw: bytes, lineno: int, file: CorpusFile, report: CorpusReport) -> Document | None:
-    line = _decode_line(raw, lineno, file, report)
+    line = _decode(raw, lineno, file, report)
     if line is None:
         return None
     if not line or line.isspace():
@@ -246,6 +242,10 @@ def _parse_jsonl(raw: bytes, lineno: int, file: CorpusFile, report: CorpusReport
             problem = f'"lang"={lang!r} is not a language code such as "en"'
         elif not _encodable(text):
             problem = '"text" holds an unpaired surrogate escape (e.g. "\\ud800"), not valid Unicode'
+        elif "\0" in text:
+            report.nul_lines += 1  # the same rule as a NUL byte in a text line
+            report.note(f'{file.path}:{lineno}: "text" holds a NUL character (\\u0000), line skipped')
+            return None
         else:
             return Document(lang or file.lang, text)
     report.bad_json_lines += 1

@@ -23,13 +23,14 @@ from typing import BinaryIO, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from seqlab.data.corpus import CorpusFile, CorpusReport, Document, find_files, is_valid_name, read_file
+from seqlab.data.corpus import (MAX_DOCUMENT_BYTES, CorpusFile, CorpusReport, Document, find_files, is_valid_name,
+                                read_file)
 from seqlab.data.store import PreparedCorpus, token_dtype, write_manifest, write_shard
 from seqlab.errors import ConfigError, DataError
 from seqlab.tokenizer import Tokenizer
 
-# Batches bound memory (at most ~16M characters plus one document, however long) while being large enough
-# that per-call overhead in SentencePiece and numpy is negligible.
+# Batches bound memory (at most ~16M characters plus one document, itself at most max_document_bytes) while
+# being large enough that per-call overhead in SentencePiece and numpy is negligible.
 BATCH_DOCUMENTS = 1000
 BATCH_CHARACTERS = 16 << 20
 
@@ -53,8 +54,9 @@ class FileResult:
 class FileEncoder:
     """Encodes whole files into part files; built once per worker process because loading a model is slow."""
 
-    def __init__(self, tokenizer_path: Path, parts_dir: Path, threads: int = -1):
+    def __init__(self, tokenizer_path: Path, parts_dir: Path, max_document_bytes: int, threads: int = -1):
         self.tokenizer = Tokenizer(tokenizer_path)
+        self.max_document_bytes = max_document_bytes
         self.threads = threads  # SentencePiece threads per call: 1 in pool workers, or they oversubscribe
         self.dtype = token_dtype(self.tokenizer.vocab_size)
         self.parts_dir = parts_dir
@@ -66,7 +68,7 @@ class FileEncoder:
         streams: dict[str, BinaryIO] = {}
         lengths: dict[str, list[np.ndarray]] = defaultdict(list)
         with ExitStack() as open_files:
-            for batch in _batches(read_file(task.file, report)):
+            for batch in _batches(read_file(task.file, report, self.max_document_bytes)):
                 for lang, (tokens, doc_lengths) in self._encode(batch, report).items():
                     if lang not in streams:
                         streams[lang] = open_files.enter_context(open(folder / f"{lang}.bin", "wb"))
@@ -104,14 +106,18 @@ def prepare_corpus(
     workers: int = 1,
     progress: bool = True,
     overwrite: bool = False,
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> PreparedCorpus:
     """Tokenize `inputs` (files or folders per language, see corpus.LAYOUT) into a prepared corpus at `out_dir`.
 
     Each input is one source named after it (file stem or folder name) unless `source` names one source for
-    all. `lang` is the language of documents that neither a folder nor a JSONL "lang" field assigns.
+    all. `lang` is the language of documents that neither a folder nor a JSONL "lang" field assigns. Lines
+    longer than `max_document_bytes` become several documents (see `seqlab.data.corpus`).
     """
     if workers < 1:
         raise ConfigError(f"workers={workers} must be >= 1")
+    if type(max_document_bytes) is not int or max_document_bytes < 4:
+        raise ConfigError(f"max_document_bytes={max_document_bytes!r}: must be an integer >= 4")
     out_dir = Path(os.path.abspath(out_dir))  # "." and "out/" need a name for the OUT.tmp-* sibling
     tasks, report = _plan(inputs, source, lang, out_dir)
     _check_output(out_dir, overwrite)
@@ -119,7 +125,7 @@ def prepare_corpus(
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{secrets.token_hex(4)}")
     parts_dir = tmp / "parts"
     try:
-        results = _encode_files(tasks, tokenizer.path, parts_dir, workers, progress)
+        results = _encode_files(tasks, (tokenizer.path, parts_dir, max_document_bytes), workers, progress)
         for result in results:
             report.merge(result.report)
         by_shard: dict[tuple[str, str], list[tuple[Path, Path]]] = defaultdict(list)
@@ -172,15 +178,17 @@ def _check_output(out_dir: Path, overwrite: bool) -> None:
         raise DataError(f"output {out_dir} exists and is not empty; pass --overwrite to replace it")
 
 
-def _encode_files(tasks: list[FileTask], tokenizer_path: Path, parts_dir: Path, workers: int,
+def _encode_files(tasks: list[FileTask], encoder_args: tuple[Path, Path, int], workers: int,
                   progress: bool) -> list[FileResult]:
-    """Encode every file, in a process pool when workers > 1; results come back in task order."""
+    """Encode every file, in a process pool when workers > 1; results come back in task order.
+
+    `encoder_args` are FileEncoder's (tokenizer path, parts folder, max_document_bytes)."""
     sizes = [_size(task.file.path) for task in tasks]
     bar = tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="prepare", disable=not progress)
     results: list[FileResult] = []
     with bar:
         if workers == 1 or len(tasks) <= 1:
-            encode = FileEncoder(tokenizer_path, parts_dir)
+            encode = FileEncoder(*encoder_args)
             for task, size in zip(tasks, sizes):
                 results.append(encode(task))
                 bar.update(size)
@@ -188,7 +196,7 @@ def _encode_files(tasks: list[FileTask], tokenizer_path: Path, parts_dir: Path, 
         # "spawn": forking a parent that may hold torch threads or CUDA state can deadlock the children.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
-                                 initargs=(tokenizer_path, parts_dir)) as pool:
+                                 initargs=encoder_args) as pool:
             futures = {pool.submit(_encode_in_worker, task): size for task, size in zip(tasks, sizes)}
             for future in as_completed(futures):
                 results.append(future.result())
@@ -199,9 +207,9 @@ def _encode_files(tasks: list[FileTask], tokenizer_path: Path, parts_dir: Path, 
 _ENCODER: FileEncoder | None = None
 
 
-def _init_worker(tokenizer_path: Path, parts_dir: Path) -> None:
+def _init_worker(tokenizer_path: Path, parts_dir: Path, max_document_bytes: int) -> None:
     global _ENCODER
-    _ENCODER = FileEncoder(tokenizer_path, parts_dir, threads=1)
+    _ENCODER = FileEncoder(tokenizer_path, parts_dir, max_document_bytes, threads=1)
 
 
 def _encode_in_worker(task: FileTask) -> FileResult:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from seqlab.config import DataConfig
-from seqlab.data.corpus import CorpusReport
+from seqlab.data.corpus import MAX_DOCUMENT_BYTES, CorpusReport
 from seqlab.data.prepare import prepare_corpus
 from seqlab.data.store import MANIFEST
 from seqlab.errors import ConfigError, require
@@ -23,16 +23,19 @@ class CorpusDataConfig(DataConfig):
     source: Optional[str] = None  # one source name for all paths; default: each path's name
     lang: Optional[str] = None  # language of files that do not say (folders per language always do)
     prepare_workers: int = 2
+    max_document_bytes: int = MAX_DOCUMENT_BYTES  # longer lines are cut into several documents
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(len(self.paths) > 0, "data.paths", list(self.paths), "must list at least one file or folder")
         require(self.prepare_workers >= 1, "data.prepare_workers", self.prepare_workers, "must be >= 1")
+        require(self.max_document_bytes >= 4, "data.max_document_bytes", self.max_document_bytes, "must be >= 4")
 
 
-def fingerprint(paths: list[str], tokenizer: Tokenizer) -> str:
-    """Changes whenever an input file, its size or time, or the tokenizer changes."""
+def fingerprint(paths: list[str], tokenizer: Tokenizer, options: tuple[object, ...]) -> str:
+    """Changes whenever an input file, its size or time, the tokenizer or a preparation option changes."""
     h = hashlib.sha256(tokenizer.sha256().encode())
+    h.update(json.dumps(list(options)).encode())
     for raw in paths:
         root = Path(raw).expanduser().resolve()
         if not root.exists():
@@ -52,13 +55,15 @@ class CorpusSource:
         self.cfg = cfg
 
     def prepared_dir(self, tokenizer: Tokenizer, cache_dir: Path) -> Path:
-        out = cache_dir / "prepared" / fingerprint(list(self.cfg.paths), tokenizer)
+        options = (self.cfg.source, self.cfg.lang, self.cfg.max_document_bytes)
+        out = cache_dir / "prepared" / fingerprint(list(self.cfg.paths), tokenizer, options)
         out.parent.mkdir(parents=True, exist_ok=True)
         # Ranks started together (torchrun) must not prepare the same corpus twice: the first takes the lock.
         with open(out.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (out / MANIFEST).is_file():
                 prepared = prepare_corpus(list(self.cfg.paths), tokenizer.path, out, source=self.cfg.source,
-                                          lang=self.cfg.lang, workers=self.cfg.prepare_workers, overwrite=True)
+                                          lang=self.cfg.lang, workers=self.cfg.prepare_workers, overwrite=True,
+                                          max_document_bytes=self.cfg.max_document_bytes)
                 print(f"prepared corpus cached in {out}\n{CorpusReport.from_dict(prepared.report).summary()}")
         return out

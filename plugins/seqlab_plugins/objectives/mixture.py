@@ -6,9 +6,10 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from seqlab.config import ObjectiveConfig
-from seqlab.errors import ConfigError, require
+from seqlab.errors import ConfigError, PluginError, omegaconf_error, require
 from seqlab.interfaces import Features, Objective, RowPlan, Rows
 from seqlab.registry import OBJECTIVES
 from seqlab.tokenizer import PAD_ID, Tokenizer
@@ -20,11 +21,16 @@ def objective_config(node: Any, where: str) -> ObjectiveConfig:
         return node
     if not isinstance(node, (dict, DictConfig)) or "name" not in node:
         raise ConfigError(f"{where}={node!r}: must be a mapping with a `name` (an objective plugin)")
-    plugin = OBJECTIVES.get(str(node["name"]))
+    try:
+        plugin = OBJECTIVES.get(str(node["name"]))
+    except PluginError as err:
+        raise ConfigError(f"{where}.name={node['name']!r}: {err}") from None
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(plugin.config), node))
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+    except OmegaConfBaseException as err:  # a wrong type: OmegaConf names the key within the child only
+        raise omegaconf_error(err, prefix=where) from None
 
 
 @dataclass
