@@ -54,6 +54,9 @@ def standard_callbacks(cfg: TrainerConfig, run_dir: Path) -> list[pl.Callback]:
             mode="max",
             save_top_k=cfg.keep_last_checkpoints,
             save_last=True,
+            # A resumed run saving a step again replaces that step's file (atomically) instead of adding
+            # step...-v1.ckpt beside a file left by the killed run.
+            enable_version_counter=False,
         ),
         LearningRateMonitor(logging_interval="step"),
         TokenThroughput(),

@@ -68,6 +68,11 @@ class SeqLabDataModule(pl.LightningDataModule):
             self._consumed_state = state
         return batch
 
+    @property
+    def stream_step(self) -> int | None:
+        """The data stream step of the batch being trained on (what a divergence message names)."""
+        return None if self._consumed_state is None else int(self._consumed_state["step"]) - 1
+
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self._consumed_state}
 

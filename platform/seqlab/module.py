@@ -1,13 +1,18 @@
-"""The one LightningModule: builds the architecture from the registry and logs the loss per objective."""
+"""The one LightningModule: builds the architecture from the registry, logs the loss per objective and guards
+training against divergence."""
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from seqlab.config import RunConfig
+from seqlab.data.streams import Stream
+from seqlab.guard import DivergenceError, DivergenceGuard
 from seqlab.interfaces import Batch, LossOutput
 from seqlab.optim import build_optimizer
 from seqlab.registry import ARCHITECTURES
@@ -30,6 +35,8 @@ class SeqLabModule(pl.LightningModule):
         # a batch of a mixture need not contain every child, so per-step means would be biased or missing.
         self.register_buffer("_train_sums", torch.zeros(2, k, dtype=torch.float64), persistent=False)
         self.register_buffer("_val_sums", torch.zeros(2, k, dtype=torch.float64), persistent=False)
+        self.guard = DivergenceGuard(run.trainer.divergence, self.objective_names)
+        self._skip_step = False  # a micro-batch of the current optimizer step diverged (action=skip)
 
     def configure_model(self) -> None:
         """Build the model here, not in __init__, so sharding strategies can build it where it will live."""
@@ -46,6 +53,14 @@ class SeqLabModule(pl.LightningModule):
         sums[0].index_add_(0, objective, out.loss_sum.detach().double())
         sums[1].index_add_(0, objective, out.tokens.double())
 
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        # The model's own randomness (dropout) restarts from (seed, step, rank, micro-batch) at every batch, so a
+        # run resumed from a checkpoint draws exactly what the uninterrupted run drew, with no generator state
+        # to save. Micro-batches of one optimizer step are numbered by batch_idx within the step.
+        micro = batch_idx % self.trainer.accumulate_grad_batches
+        key = (Stream.MODEL, self.run.seed, self.global_step, self.trainer.global_rank, micro)
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model.loss(batch)
         # The loss is the mean over every target token of the global batch. Ranks hold different numbers of
@@ -53,22 +68,69 @@ class SeqLabModule(pl.LightningModule):
         # each rank scales its sum by world_size / global tokens: then N ranks train exactly like one process
         # with the whole batch.
         totals = torch.stack([out.loss_sum.sum().detach(), out.tokens.sum().to(out.loss_sum.dtype)])
+        sums = torch.zeros_like(self._train_sums)  # (2, K) this batch's per-objective loss sum and tokens
+        self._accumulate(sums, out, batch["objective"])
         world = self.trainer.world_size
-        if world > 1:
-            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        if world > 1:  # one collective for both: (2,) totals then the (2, K) sums, in float64
+            reduced = self.trainer.strategy.reduce(torch.cat([totals.double(), sums.flatten()]), reduce_op="sum")
+            totals, sums = reduced[:2].to(totals.dtype), reduced[2:].view_as(sums)
         loss = out.loss_sum.sum() * world / totals[1].clamp_min(1)
-        self._accumulate(self._train_sums, out, batch["objective"])
+        self._check_divergence(sums, batch_idx)
+        if not self._skip_step:  # a skipped step's NaN must not spoil the per-objective means of its interval
+            self._train_sums += sums
         self.log("train/loss", totals[0] / totals[1].clamp_min(1), prog_bar=True)
         self.log("step", float(self.global_step + 1))  # steps completed once this one is applied
-        # Per-objective means cover every batch since the previous write to the logger.
-        # Every rank reaches the same logging steps, so the all-reduce here is safe: the means are global.
+        # Per-objective means cover every batch since the previous write to the logger; the sums are global.
         if self.trainer._logger_connector.should_update_logs:
-            sums = self._train_sums.clone()
-            if world > 1:
-                sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-            self.log_dict(self._means("train", sums))
+            self.log_dict(self._means("train", self._train_sums))
             self._train_sums.zero_()
+        if self.guard.skipped:
+            self.log("train/skipped_steps", float(self.guard.skipped))
         return loss
+
+    def _check_divergence(self, sums: torch.Tensor, batch_idx: int) -> None:
+        """Stop (raise) or mark the step skipped when the guard finds a problem in this batch's losses."""
+        step = self.global_step + 1
+        problems = self.guard.check(step, sums)
+        if not problems:
+            return
+        stream_step = getattr(self.trainer.datamodule, "stream_step", None)
+        batch = (f"data stream step {stream_step} of seed {self.run.seed}, " if stream_step is not None else "") \
+            + f"batch_idx {batch_idx}"
+        message = self.guard.describe(step, problems, batch)
+        if self.guard.cfg.action == "skip":
+            if not self._skip_step:
+                self.guard.skipped += 1
+            self._skip_step = True
+            rank_zero_warn(f"{message}; skipping this step (trainer.divergence.action=skip)")
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        # Checkpoints are ranked by step, so the best one is the newest (named after its step, unlike last.ckpt).
+        kept = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint is not None else ""
+        raise DivergenceError(f"{message}. The run stopped before this step's update, so no checkpoint holds it; "
+                              + (f"the last checkpoint is {kept}" if kept else "no checkpoint was written yet")
+                              + ". Resume from it with a lower optim.lr, or set trainer.divergence.action=skip")
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        def closure():
+            # The step's forward and backward run as usual (every rank takes part in the same collectives);
+            # a skipped step then drops its gradients, and optimizers leave parameters without one untouched:
+            # no update, no moment or weight-decay change. The schedule still advances: the step counts.
+            loss = optimizer_closure()
+            if self._skip_step:
+                optimizer.zero_grad(set_to_none=True)
+                self._skip_step = False
+            return loss
+
+        optimizer.step(closure=closure)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Running means decide spikes: a resumed run must judge its next steps like the uninterrupted one.
+        checkpoint["divergence_guard"] = self.guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "divergence_guard" in checkpoint:
+            self.guard.load_state_dict(checkpoint["divergence_guard"])
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._accumulate(self._val_sums, self.model.loss(batch), batch["objective"])

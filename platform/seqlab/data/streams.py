@@ -30,6 +30,7 @@ class Stream(IntEnum):
     SPLIT = 3  # (tag, seed, shard-name hash, n_docs): held-out documents of a shard
     NOISE = 4  # (tag, seed, step, rank): the objective's randomness for one batch
     PLAN = 5  # (tag, seed, step): the objective's plan for a step (mixture choices, row lengths)
+    MODEL = 6  # (tag, seed, step, rank, micro-batch): the model's own randomness (dropout) in one batch
 
 
 def ragged_arange(counts: np.ndarray) -> np.ndarray:

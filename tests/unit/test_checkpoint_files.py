@@ -1,0 +1,128 @@
+"""Checkpoint files: atomic saves (a kill mid-save leaves the previous file), choosing the checkpoint to resume
+from (corrupt, truncated, unsafe or NaN files are skipped, with a warning naming them), and metrics rows kept
+across a resume."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from seqlab.errors import DataError
+from seqlab.fault import AtomicCheckpointIO, inspect_checkpoint, kept_rows, latest_checkpoint, resolve_resume
+
+
+def _checkpoint(step: int, weight: float = 1.0) -> dict:
+    """The keys Lightning needs to resume, around a tiny state dict."""
+    return {"state_dict": {"model.w": torch.full((4,), weight)}, "optimizer_states": [{"state": {}}],
+            "lr_schedulers": [{"last_epoch": step}], "loops": {}, "global_step": step, "callbacks": {}}
+
+
+def _save(path, step: int, weight: float = 1.0):
+    AtomicCheckpointIO().save_checkpoint(_checkpoint(step, weight), path)
+    return path
+
+
+def test_atomic_save_writes_a_weights_only_loadable_file_and_no_temporary(tmp_path):
+    path = _save(tmp_path / "checkpoints" / "step0000003.ckpt", 3)
+    assert torch.load(path, weights_only=True)["global_step"] == 3
+    assert os.listdir(path.parent) == ["step0000003.ckpt"]
+
+
+KILLED_SAVE = textwrap.dedent("""
+    import os, signal, sys, torch
+    from seqlab.fault import AtomicCheckpointIO
+
+    def dies_half_way(obj, f):
+        f.write(b"PK\\x03\\x04 half of a checkpoint")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.save = dies_half_way
+    AtomicCheckpointIO().save_checkpoint({"global_step": 8}, sys.argv[1])
+""")
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
+    run_dir = tmp_path / "run"
+    path = _save(run_dir / "checkpoints" / "last.ckpt", 4)
+    process = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(path)], capture_output=True, text=True,
+                             timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    leftovers = list(path.parent.glob(".last.ckpt.*.tmp"))
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0  # the kill landed mid-save
+    assert torch.load(path, weights_only=True)["global_step"] == 4  # the previous file, intact
+
+    with pytest.warns(UserWarning, match=r"removing .*\.last\.ckpt\.\d+\.tmp: a checkpoint save that was cut short"):
+        found = resolve_resume("auto", run_dir)
+    assert (found.path, found.step) == (path, 4)
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+class NotData:
+    """Anything that is not plain data needs pickle's code paths to load."""
+
+
+@pytest.mark.parametrize("damage, why", [
+    (_truncate, "not loadable"),
+    (lambda p: p.write_bytes(b""), "not loadable"),
+    (lambda p: torch.save({**_checkpoint(12), "extra": NotData()}, p), "not loadable .*Weights only load failed"),
+    (lambda p: torch.save({"state_dict": {}, "global_step": 12}, p), "lacks optimizer_states"),
+    (lambda p: _save(p, 12, weight=float("nan")), "non-finite weights in model.w"),
+], ids=["truncated", "empty", "pickled_object", "weights_only_file", "nan_weights"])
+def test_a_bad_newest_checkpoint_is_skipped_with_a_warning_naming_it(tmp_path, damage, why):
+    folder = tmp_path / "checkpoints"
+    _save(folder / "step0000008.ckpt", 8)
+    newest = _save(folder / "step0000012.ckpt", 12)
+    damage(newest)
+    with pytest.warns(UserWarning, match=rf"skipping checkpoint {newest}: {why}"):
+        found = latest_checkpoint(folder)
+    assert found.path.name == "step0000008.ckpt" and found.step == 8
+
+
+def test_a_corrupt_byte_is_caught_by_the_checksum(tmp_path):
+    path = _save(tmp_path / "step0000012.ckpt", 12)
+    data = bytearray(path.read_bytes())  # zip records are stored uncompressed: the weights' bytes are there
+    at = data.index(torch.full((4,), 1.0).numpy().tobytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"record .*data/0 fails its checksum"):
+        inspect_checkpoint(path)
+
+
+def test_the_newest_valid_step_wins_and_a_step_file_over_last_ckpt(tmp_path):
+    folder = tmp_path / "checkpoints"
+    for step in (4, 8):
+        _save(folder / f"step{step:07d}.ckpt", step)
+    _save(folder / "last.ckpt", 8)
+    assert latest_checkpoint(folder).path.name == "step0000008.ckpt"
+
+
+def test_resume_auto_without_checkpoints_starts_fresh_and_a_bad_explicit_path_is_an_error(tmp_path):
+    assert resolve_resume("auto", tmp_path / "run") is None
+    assert resolve_resume(None, tmp_path / "run") is None
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=rf"resume={bad}: cannot resume from it: checkpoint {bad}: not loadable"):
+        resolve_resume(str(bad), tmp_path / "run")
+
+
+def test_kept_rows_are_those_the_resumed_run_does_not_log_again(tmp_path):
+    metrics = tmp_path / "metrics.csv"
+    # Lightning's labels: lr rows and validation rows carry the steps completed before them.
+    metrics.write_text("epoch,lr,step,train/loss,val/loss\n"
+                       ",0.1,3,,\n"  # lr of step 4
+                       ",,4,8.25,\n"  # training row of step 4
+                       "0,,3,,7.5\n"  # validation after step 4
+                       ",0.2,4,,\n"  # lr of step 5: logged again after resuming at 4
+                       ",,5,8.125,\n"  # step 5: trained again
+                       ",,6,8.0")  # cut short by the kill
+    assert kept_rows(metrics, 4) == [(3, {"lr": "0.1"}), (4, {"train/loss": "8.25"}),
+                                     (3, {"epoch": "0", "val/loss": "7.5"})]
