@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench profile tokenizer clean
+.PHONY: demo compare test bench profile tokenizer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/seqlab train
+
+# The head-to-head: seq2seq_tiny against its matched decoder-only baseline. Set SEQLAB_EVAL_DATA to a folder
+# holding flores200/, sib200/ and xcopa/ to evaluate both on the paper's tasks.
+compare: $(STAMP)
+	$(BIN)/seqlab compare
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -35,4 +40,4 @@ tokenizer: $(STAMP)
 	rm -f platform/seqlab/resources/tokenizer/embedded.vocab
 
 clean:
-	rm -rf $(VENV) outputs multirun benchmarks/results
+	rm -rf $(VENV) outputs multirun compare compare-multirun evals benchmarks/results

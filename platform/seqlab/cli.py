@@ -1,4 +1,4 @@
-"""The `seqlab` command: train (Hydra), plugins, info, export, tokenizer train, data prepare."""
+"""The `seqlab` command: train and compare (Hydra), eval, plugins, info, export, tokenizer train, data prepare."""
 from __future__ import annotations
 
 import argparse
@@ -17,44 +17,87 @@ Compose an experiment from experiments/ and train it. Examples:
   seqlab train experiment=NAME optim.lr=3e-4    an experiment file, plus overrides
   seqlab train -m architecture=a,b seed=0,1     a Hydra multirun sweep
   seqlab train plugins_dir=./my_plugins         import extra plugin modules first
+  seqlab train hydra.run.dir=DIR resume=auto    start, or continue DIR's run from its newest valid checkpoint
   seqlab train --cfg job                        print the composed config and exit
 Config groups: objective, architecture, strategy, data, trainer, experiment (see `seqlab plugins`).
 Each run writes its resolved config, checkpoints and metrics under its output directory.
 """
 
 
-def _train(overrides: list[str]) -> int:
+COMPARE_HELP = """\
+usage: seqlab compare [-m] [KEY=VALUE ...] [HYDRA OPTIONS]
+
+Train the model under study (`architecture`, default seq2seq_tiny) and a matched baseline on the same data,
+tokenizer, objective mixture, steps and seed; evaluate both; write a report (table, plots, configs).
+  seqlab compare                                   the embedded default, a few minutes on CPU
+  seqlab compare compare.match=flops               baseline sized by training FLOPs instead of parameters
+  seqlab compare compare.baseline=PRESET           a named baseline instead of a derived one
+  seqlab compare eval.data_root=DIR 'eval.tasks=[flores_de_en,xcopa_it]'
+  seqlab compare -m seed=0,1,2                     one report over seeds: mean and spread
+Every key of `seqlab train` applies (objective=, data=, trainer=, optim.*, experiment=).
+"""
+
+
+def _hydra_command(command: str, overrides: list[str], config_name: str, help_text: str, task) -> int:
+    """Run `task(config, output_dir)` under Hydra's own `main`, so `-m` sweeps, `--cfg` and hydra.* work."""
     if any(arg in ("-h", "--help") for arg in overrides):
-        print(TRAIN_HELP)
+        print(help_text)
         return 0
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
-    from seqlab.experiment import CONFIG_NAME, experiments_dir, plugins_dir_override, setup, to_run_config
-    from seqlab.train import train
+    from seqlab.experiment import check_experiment, composition_errors, experiments_dir, plugins_dir_override, setup
 
     setup(plugins_dir_override(overrides))
-    command_line = [sys.argv[0], "train", *overrides]
+    check_experiment(overrides)
+    command_line = [sys.argv[0], command, *overrides]
 
-    def task(cfg: DictConfig) -> None:
+    def job(cfg: DictConfig) -> None:
         # Hydra has parsed the overrides; put the full command back so that Lightning's DDP launcher starts
-        # the other ranks with the same `seqlab train ...` command line.
+        # the other ranks with the same command line.
         sys.argv = command_line
         try:
-            train(to_run_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+            task(cfg, HydraConfig.get())
         except SeqlabError as err:
             # A user error: one clear message, not a traceback from inside the library.
-            print(f"seqlab train: error: {err}", file=sys.stderr)
+            print(f"seqlab {command}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
-    app = hydra.main(version_base=None, config_path=str(experiments_dir()), config_name=CONFIG_NAME)(task)
+    app = hydra.main(version_base=None, config_path=str(experiments_dir()), config_name=config_name)(job)
     sys.argv = [command_line[0], *overrides]  # what Hydra's own argument parser expects
     try:
-        app()
+        with composition_errors(hydra_raises=True):  # a bad override: one message naming the field and value
+            app()
     finally:
         sys.argv = command_line
     return 0
+
+
+def _train(overrides: list[str]) -> int:
+    from seqlab.experiment import CONFIG_NAME, to_run_config
+    from seqlab.train import train
+
+    def task(cfg, hydra_cfg) -> None:
+        train(to_run_config(cfg), Path(hydra_cfg.runtime.output_dir))
+
+    return _hydra_command("train", overrides, CONFIG_NAME, TRAIN_HELP, task)
+
+
+def _compare(overrides: list[str]) -> int:
+    from hydra.types import RunMode
+
+    from seqlab.evaluation.compare import COMPARE_CONFIG, compare, register_compare_schema
+    from seqlab.experiment import to_run_config
+
+    register_compare_schema()
+
+    def task(cfg, hydra_cfg) -> None:
+        sweep = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+        report = compare(to_run_config(cfg), Path(hydra_cfg.runtime.output_dir), sweep)
+        print(f"seqlab compare: report written to {report}")
+
+    return _hydra_command("compare", overrides, COMPARE_CONFIG, COMPARE_HELP, task)
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -118,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"seqlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("train", help="compose an experiment (Hydra overrides) and train it", add_help=False)
+    commands.add_parser("compare", help="train a seq2seq and a matched decoder-only baseline, evaluate both, "
+                        "write a report (Hydra overrides)", add_help=False)
+    commands.add_parser("eval", help="evaluate a checkpoint or a Hugging Face model on eval tasks (KEY=VALUE ...)",
+                        add_help=False)
 
     plugins = commands.add_parser("plugins", help="list registered plugins with kind and description")
     plugins.add_argument("--plugins-dir", help="also import the plugin modules in this folder")
@@ -160,12 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":
+    if argv and argv[0] == "eval":
+        from seqlab.evaluation.cli import eval_command
+
+        try:
+            return eval_command(argv[1:])
+        except SeqlabError as err:
+            print(f"seqlab eval: error: {err}", file=sys.stderr)
+            return 2
+    if argv and argv[0] in ("train", "compare"):
         # Hydra owns the rest of the command line (overrides, -m, --cfg, hydra.* keys).
         try:
-            return _train(argv[1:])
+            return (_train if argv[0] == "train" else _compare)(argv[1:])
         except SeqlabError as err:
-            print(f"seqlab train: error: {err}", file=sys.stderr)
+            print(f"seqlab {argv[0]}: error: {err}", file=sys.stderr)
             return 2
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -38,6 +38,25 @@ class StrategyConfig(PluginConfig):
 
 
 @dataclass
+class EvalTaskConfig(PluginConfig):
+    """Base of every eval-task plugin config: the protocol knobs every task shares."""
+
+    label: Optional[str] = None  # the task's name in scores and reports; None: the preset's or plugin's default
+    path: str = MISSING  # the task's data: absolute, or relative to eval.data_root
+    shots: int = 1  # solved examples before the query (the paper: 1-shot)
+    mode: str = "clm"  # clm: [CLM] + prompt -> continuation; denoising: prompt -> prompt + continuation
+    separator: str = "; "  # between shots and the query (newlines are not in the vocabulary)
+    seed: int = 0  # which shots each example gets
+    limit: Optional[int] = None  # evaluate a fixed random subset of this many examples (by seed); None: all
+
+    def __post_init__(self) -> None:
+        require(self.shots >= 0, "task.shots", self.shots, "must be >= 0")
+        require(self.mode in ("clm", "denoising"), "task.mode", self.mode, "must be clm or denoising")
+        require(self.seed >= 0, "task.seed", self.seed, "must be >= 0")
+        require(self.limit is None or self.limit >= 1, "task.limit", self.limit, "must be >= 1 or null")
+
+
+@dataclass
 class DataConfig(PluginConfig):
     """Loader settings shared by every data source plugin (a source adds where its text comes from)."""
 
@@ -62,6 +81,24 @@ class DataConfig(PluginConfig):
 
 
 @dataclass
+class DivergenceConfig:
+    """The divergence guard: a NaN or inf loss of any objective, or (with `spike_factor`) a loss above that
+    factor times the objective's running mean, stops the run or skips the step."""
+
+    action: str = "stop"  # stop: raise before the step's update, keeping the checkpoints | skip: apply no update
+    spike_factor: Optional[float] = None  # null: only NaN and inf count
+    window: int = 100  # steps in each objective's running mean
+    warmup_steps: int = 100  # spikes count from this step on: the loss falls fast at first
+
+    def __post_init__(self) -> None:
+        require(self.action in ("stop", "skip"), "trainer.divergence.action", self.action, "must be stop or skip")
+        require(self.spike_factor is None or self.spike_factor > 1, "trainer.divergence.spike_factor",
+                self.spike_factor, "must be > 1 or null")
+        require(self.window >= 1, "trainer.divergence.window", self.window, "must be >= 1")
+        require(self.warmup_steps >= 0, "trainer.divergence.warmup_steps", self.warmup_steps, "must be >= 0")
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = 200
     val_check_interval: int = 50  # optimizer steps between validations
@@ -77,6 +114,7 @@ class TrainerConfig:
     keep_last_checkpoints: int = 2
     progress_bar: bool = True
     deterministic: bool = False
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
 
     def __post_init__(self) -> None:
         require(self.max_steps >= 1, "trainer.max_steps", self.max_steps, "must be >= 1")
@@ -92,6 +130,10 @@ class TrainerConfig:
                 self.checkpoint_every_n_steps, "must be >= 1")
         require(self.keep_last_checkpoints >= 1, "trainer.keep_last_checkpoints", self.keep_last_checkpoints,
                 "must be >= 1")
+        # A skipped step leaves no gradients, and fp16's gradient scaler refuses a step without any.
+        require(self.divergence.action != "skip" or self.precision not in ("16", "16-mixed"),
+                "trainer.divergence.action", self.divergence.action,
+                f"skip does not work with trainer.precision={self.precision}; use stop, or bf16-mixed")
 
 
 @dataclass
@@ -121,6 +163,26 @@ class TokenizerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Which eval tasks run, on what data; inside training every `every_n_steps`, and in `seqlab eval`/`compare`."""
+
+    # Each entry: a task preset name (`seqlab plugins` lists them), or a mapping with either `preset: NAME` or
+    # `name: PLUGIN`, plus fields to override (e.g. {preset: flores_de_en, shots: 0}).
+    tasks: List[Any] = field(default_factory=list)
+    data_root: Optional[str] = None  # where relative task paths point: a folder with flores200/, sib200/, xcopa/
+    every_n_steps: Optional[int] = None  # during training; None: only at the end of `seqlab compare`
+    limit: Optional[int] = None  # at most this many examples per task, a fixed random subset (task's own may be lower)
+    batch_size: int = 16
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.every_n_steps is None or self.every_n_steps >= 1, "eval.every_n_steps", self.every_n_steps,
+                "must be >= 1 or null")
+        require(self.limit is None or self.limit >= 1, "eval.limit", self.limit, "must be >= 1 or null")
+        require(self.batch_size >= 1, "eval.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
 class RunConfig:
     """The whole run. Plugin nodes are typed by the schema their registry stored for the chosen name."""
 
@@ -131,10 +193,12 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     plugins_dir: Optional[str] = None  # a folder of extra plugin modules, imported before composition
     cache_dir: str = "outputs/.cache"  # prepared corpora, keyed by their inputs and tokenizer
-    resume: Optional[str] = None  # a checkpoint path to continue from
+    # A checkpoint path to continue from, or auto: the latest valid checkpoint in this run's folder, if any.
+    resume: Optional[str] = None
     experiment: Optional[str] = None
 
     def __post_init__(self) -> None:

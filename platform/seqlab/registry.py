@@ -119,7 +119,7 @@ OBJECTIVES: Registry = Registry("objective", "objective")
 ARCHITECTURES: Registry = Registry("architecture", "architecture")
 STRATEGIES: Registry = Registry("strategy", "strategy")
 DATA_SOURCES: Registry = Registry("data source", "data")
-EVAL_TASKS: Registry = Registry("eval task", "eval")
+EVAL_TASKS: Registry = Registry("eval task", "eval_task")
 REGISTRIES = (OBJECTIVES, ARCHITECTURES, STRATEGIES, DATA_SOURCES, EVAL_TASKS)
 
 _loaded_entry_points = False

@@ -5,6 +5,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,6 +19,8 @@ from seqlab.data.loader import StreamSpec
 from seqlab.data.store import PreparedCorpus, check_tokenizer
 from seqlab.datamodule import SeqLabDataModule
 from seqlab.errors import ConfigError, DataError
+from seqlab.evaluation.callback import PeriodicEval
+from seqlab.fault import AtomicCheckpointIO, ResumableCSVLogger, resolve_resume
 from seqlab.interfaces import FeatureConverter, Objective, Rows, StrategySetup
 from seqlab.module import SeqLabModule
 from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
@@ -66,12 +69,13 @@ def probe_lengths(objective: Objective, converter: FeatureConverter, tokenizer: 
                           f"{err}") from None
 
 
-def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup) -> pl.Trainer:
+def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup,
+                  extra_callbacks: Sequence[pl.Callback] = (), resume_step: int | None = None) -> pl.Trainer:
     t = run.trainer
     if t.logger == "tensorboard":
         logger = TensorBoardLogger(run_dir, name="tensorboard", version="")
     else:
-        logger = CSVLogger(run_dir, name="csv", version="")
+        logger = ResumableCSVLogger(run_dir, resume_step)
     return pl.Trainer(
         default_root_dir=run_dir,
         max_steps=t.max_steps,
@@ -86,11 +90,12 @@ def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup) -> pl.
         gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches,
         logger=logger,
-        callbacks=standard_callbacks(t, run_dir),
+        callbacks=[*standard_callbacks(t, run_dir), *extra_callbacks],
         enable_progress_bar=t.progress_bar,
         enable_model_summary=t.progress_bar,
         deterministic=t.deterministic,
         use_distributed_sampler=False,  # each rank draws its own share of the stream (see the sampler)
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -108,9 +113,15 @@ def train(run: RunConfig, run_dir: Path) -> pl.Trainer:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     save_resolved_config(run, run_dir)
     pl.seed_everything(run.seed, workers=True, verbose=False)
+    resume = resolve_resume(run.resume, run_dir)
     parts = build_components(run)
-    trainer = build_trainer(run, run_dir, parts.strategy)
-    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=run.resume)
+    callbacks = []
+    if run.eval.every_n_steps is not None and run.eval.tasks:
+        callbacks.append(PeriodicEval(run.eval, parts.tokenizer, run.architecture, run_dir))
+    trainer = build_trainer(run, run_dir, parts.strategy, callbacks, resume_step=resume.step if resume else None)
+    # weights_only: a checkpoint is data; loading it must not run code from the file.
+    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(resume.path) if resume else None,
+                weights_only=True)
     if trainer.is_global_zero:
         print(summary(trainer, run_dir))
     return trainer

@@ -1,0 +1,1 @@
+"""Evaluation: the model interface, eval-task harness, `seqlab eval` and `seqlab compare`."""

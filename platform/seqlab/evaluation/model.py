@@ -1,0 +1,175 @@
+"""What evaluation talks to: a model that scores and continues token sequences, whichever library built it.
+
+Every eval task renders text prompts, tokenises them with the model's own tokenizer and sends `TokenRequest`s
+to an `EvalModel`. A seqlab checkpoint (`SeqlabModel`) and a Hugging Face transformers model (`HFModel`, in
+`seqlab.evaluation.hf`) implement the same three calls, so both go through one harness with identical prompts.
+
+A request is model-neutral, like the training features: `inputs` is what the model reads (the encoder input,
+or a decoder-only model's prefix), then the target side is `target_prefix` (forced, not scored: the prompt
+again in AlexaTM's denoising mode) followed by `continuation` (scored, when ranking candidates).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from seqlab.interfaces import Features
+from seqlab.tokenizer import EOS_ID, Tokenizer
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    inputs: tuple[int, ...]  # encoder input / decoder-only prefix, mode token included
+    target_prefix: tuple[int, ...] = ()  # forced at the start of the target side, not scored
+    continuation: tuple[int, ...] = ()  # scored tokens (ranking); empty for generation
+
+
+class EvalModel(Protocol):
+    name: str  # how reports and prediction files name the model
+    encoder_decoder: bool
+    max_positions: int  # per stack for an encoder-decoder; the whole sequence for a decoder-only model
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, no special tokens added."""
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def special_id(self, token: str) -> int | None:
+        """The id of a mode token such as "[CLM]", or None when the vocabulary has none."""
+
+    def score(self, requests: Sequence[TokenRequest]) -> np.ndarray:
+        """(n,) float64: sum of log p(continuation | inputs, target_prefix), teacher-forced."""
+
+    def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int) -> list[list[int]]:
+        """Greedy continuation of each request's target prefix, EOS and what follows dropped."""
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged rows -> (n, W) int64 right-padded with pad_id (W >= 1) and their lengths (n,)."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    out = np.full((len(rows), max(1, int(lengths.max(initial=0)))), pad_id, dtype=np.int64)
+    if lengths.sum():
+        out[np.arange(out.shape[1])[None, :] < lengths[:, None]] = np.concatenate([np.asarray(r, np.int64)
+                                                                                   for r in rows])
+    return out, lengths
+
+
+def batches_by_length(requests: Sequence[TokenRequest], batch_size: int, key) -> list[list[int]]:
+    """Indices of requests in batches of similar `key` (less padding), each batch in the original order."""
+    order = sorted(range(len(requests)), key=lambda i: key(requests[i]))
+    return [sorted(order[i: i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def strip_eos(tokens: np.ndarray, lengths: np.ndarray, eos_id: int) -> list[list[int]]:
+    """Generated rows (B, N) of `lengths` tokens -> lists without the EOS that ended them."""
+    out = []
+    for row, n in zip(tokens.tolist(), lengths.tolist()):
+        row = row[:n]
+        out.append(row[:-1] if row and row[-1] == eos_id else row)
+    return out
+
+
+class SeqlabModel:
+    """A seqlab model (either architecture) behind the EvalModel calls.
+
+    Scoring runs the architecture's own feature converter on Features {inputs, targets = prefix +
+    continuation}: exactly the tensors training builds, so a model is scored the way it was trained.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, architecture: Any, name: str,
+                 batch_size: int = 16):
+        """`model` stays where it is (inside training: on its device, possibly sharded); each call runs it in
+        eval mode (no dropout) and puts it back as it was."""
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.batch_size = batch_size
+        self.converter = type(model).feature_converter(architecture, pad_id=tokenizer.pad_id)
+        self.encoder_decoder = hasattr(model, "encode")
+        self.max_positions = int(architecture.max_positions)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, tokenizer: str | Path | None = None, batch_size: int = 16,
+                        device: str = "cpu") -> "SeqlabModel":
+        from seqlab.checkpoints import load_model
+
+        loaded = load_model(path, tokenizer)
+        name = f"{loaded.architecture.name}@{Path(path).parent.parent.name}:step{loaded.step}"
+        return cls(loaded.model.to(device), loaded.tokenizer, loaded.architecture, name, batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.encode(list(texts))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def special_id(self, token: str) -> int | None:
+        try:
+            return self.tokenizer.token_id(token)
+        except KeyError:  # absence is an answer here (a tokenizer without mode tokens), not an error
+            return None
+
+    @torch.inference_mode()
+    def score(self, requests: Sequence[TokenRequest]) -> np.ndarray:
+        with eval_mode(self.model):
+            return self._score(requests)
+
+    def _score(self, requests: Sequence[TokenRequest]) -> np.ndarray:
+        out = np.zeros(len(requests), dtype=np.float64)
+        pad = self.tokenizer.pad_id
+        for idx in batches_by_length(requests, self.batch_size,
+                                     key=lambda r: len(r.inputs) + len(r.target_prefix) + len(r.continuation)):
+            reqs = [requests[i] for i in idx]
+            inputs, input_lengths = pad_rows([r.inputs for r in reqs], pad)
+            targets, target_lengths = pad_rows([r.target_prefix + r.continuation for r in reqs], pad)
+            features = Features(inputs, input_lengths, targets, target_lengths, np.zeros(len(reqs), np.int64))
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.converter(features).items()}
+            logprobs = self.model.target_logprobs(batch).double().cpu().numpy()  # (B, Lt)
+            cols = np.arange(logprobs.shape[1])[None, :]
+            prefix = np.array([len(r.target_prefix) for r in reqs])[:, None]
+            scored = (cols >= prefix) & (cols < target_lengths[:, None])
+            out[idx] = np.where(scored, logprobs, 0.0).sum(axis=1)
+        return out
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in requests]
+        pad = self.tokenizer.pad_id
+        # One forced-prefix length per batch (generation moves every row in lockstep): group by it first.
+        for idx in batches_by_length(requests, self.batch_size, key=lambda r: (len(r.target_prefix), len(r.inputs))):
+            for group in group_by(idx, lambda i: len(requests[i].target_prefix)):
+                inputs, lengths = pad_rows([requests[i].inputs for i in group], pad)
+                prefix = np.array([requests[i].target_prefix for i in group], dtype=np.int64).reshape(len(group), -1)
+                tokens, counts = self.model.generate(torch.from_numpy(inputs).to(self.device),
+                                                     torch.from_numpy(lengths).to(self.device), max_new_tokens,
+                                                     torch.from_numpy(prefix).to(self.device))
+                for i, row in zip(group, strip_eos(tokens.cpu().numpy(), counts.cpu().numpy(), EOS_ID)):
+                    out[i] = row
+        return out
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def group_by(indices: list[int], key) -> list[list[int]]:
+    """indices split into groups of equal key(i), in order of first appearance."""
+    groups: dict[Any, list[int]] = {}
+    for i in indices:
+        groups.setdefault(key(i), []).append(i)
+    return list(groups.values())

@@ -1,0 +1,97 @@
+"""`summarization`: k-shot abstractive summarisation (the paper's MLSum/XSum protocol), ROUGE-1/2/L.
+
+Users bring the data: JSONL files with a document and a summary per line. ROUGE is computed over the pieces
+of one fixed SentencePiece model (the shipped one unless configured), not over whitespace words: ROUGE's usual
+tokenizer keeps only Latin letters and digits, so Hindi or Japanese summaries would all score 0; and one fixed
+model keeps the scores of models with different tokenizers comparable.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from omegaconf import MISSING
+
+from seqlab.config import EvalTaskConfig
+from seqlab.errors import DataError, require
+from seqlab.evaluation.tasks import Example, data_path, few_shot_prompt, pick_shots
+from seqlab.registry import EVAL_TASKS
+from seqlab.tokenizer import Tokenizer
+from seqlab_plugins.evals.metrics import rouge
+
+LAYOUT = "a JSONL file, one object per line with the document and summary fields (task.document_field, " \
+         "task.summary_field)"
+
+
+@dataclass
+class SummarizationConfig(EvalTaskConfig):
+    path: str = MISSING  # the test set: a JSONL file (users bring their own)
+    shot_path: Optional[str] = None  # where shots come from; None: other items of the test file
+    document_field: str = "document"
+    summary_field: str = "summary"
+    # The paper's prompt: `[CLM] {article} ==> Short summary: {summary} <br><br><br> Article: {test_article}
+    # ==> Short summary:` (newlines are not in the vocabulary).
+    shot_template: str = "{document} ==> Short summary: {summary}"
+    query_template: str = "{document} ==> Short summary:"
+    separator: str = " <br><br><br> Article: "
+    stop: List[str] = field(default_factory=lambda: ["<br>"])
+    max_new_tokens: int = 64
+    rouge_tokenizer: Optional[str] = None  # a SentencePiece .model; None: the one shipped with seqlab
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.path not in ("", MISSING), "task.path", self.path, f"must name a JSONL file: {LAYOUT}")
+        require(self.max_new_tokens >= 1, "task.max_new_tokens", self.max_new_tokens, "must be >= 1")
+
+
+def read_pairs(path: Path, document_field: str, summary_field: str) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise DataError(f"eval data not found at {path}; expected layout: {LAYOUT}")
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            items.append({"document": str(raw[document_field]), "summary": str(raw[summary_field]),
+                          "id": str(raw.get("id", n))})
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(f"{path} line {n}: needs string fields {document_field!r} and {summary_field!r} "
+                            f"({err})") from None
+    if not items:
+        raise DataError(f"{path}: no items; expected {LAYOUT}")
+    return items
+
+
+@EVAL_TASKS.register("summarization", config=SummarizationConfig)
+class Summarization:
+    """Summarise each test document after k solved (document, summary) pairs."""
+
+    def __init__(self, cfg: SummarizationConfig):
+        self.cfg = cfg
+        self.label = f"summarization_{Path(cfg.path).stem}"
+        self.max_new_tokens = cfg.max_new_tokens
+        self.stop = list(cfg.stop)
+        model = cfg.rouge_tokenizer or resources.files("seqlab") / "resources" / "tokenizer" / "embedded.model"
+        self.pieces = Tokenizer(str(model))
+
+    def examples(self, data_root: Path | None) -> list[Example]:
+        test_path = data_path(self.cfg.path, data_root, LAYOUT)
+        test = read_pairs(test_path, self.cfg.document_field, self.cfg.summary_field)
+        own_pool = self.cfg.shot_path is None
+        pool = test if own_pool else read_pairs(data_path(self.cfg.shot_path, data_root, LAYOUT),
+                                                self.cfg.document_field, self.cfg.summary_field)
+        out = []
+        for i, item in enumerate(test):
+            # Shots drawn from the test file itself never include the item being summarised.
+            picks = pick_shots(len(pool), self.cfg.shots, self.cfg.seed, i, exclude=i if own_pool else None)
+            prompt = few_shot_prompt(self.cfg.shot_template, self.cfg.query_template, self.cfg.separator,
+                                     [pool[j] for j in picks], item)
+            out.append(Example(id=item["id"], prompt=prompt, reference=item["summary"]))
+        return out
+
+    def metrics(self, examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, float]:
+        return rouge(self.pieces.encode(list(predictions)), self.pieces.encode([ex.reference for ex in examples]))
