@@ -21,7 +21,7 @@ from seqlab.datamodule import SeqLabDataModule
 from seqlab.errors import ConfigError, DataError
 from seqlab.evaluation.callback import PeriodicEval
 from seqlab.fault import AtomicCheckpointIO, ResumableCSVLogger, resolve_resume
-from seqlab.interfaces import FeatureConverter, Objective, Rows, StrategySetup
+from seqlab.interfaces import FeatureConverter, Features, Objective, Rows, StrategySetup
 from seqlab.module import SeqLabModule
 from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
 from seqlab.tokenizer import Tokenizer
@@ -53,17 +53,23 @@ def build_components(run: RunConfig) -> Components:
     return Components(tokenizer, module, SeqLabDataModule(spec, objective, converter), strategy)
 
 
+def probe_features(objective: Objective, tokenizer: Tokenizer, rows: int, seed: int = 0) -> Features:
+    """The objective's features for `rows` planned rows of ordinary text (lengths do not depend on which token):
+    the shapes a run will train on, without reading the corpus."""
+    rng = np.random.default_rng(seed)
+    plan = objective.plan(rows, rng)
+    text_id = int(tokenizer.special_ids.max()) + 1  # special tokens come first in the vocabulary
+    tokens = np.full((rows, int(plan.length.max())), text_id, dtype=np.int64)
+    return objective(Rows(tokens, plan.length.copy(), plan), rng)
+
+
 def probe_lengths(objective: Objective, converter: FeatureConverter, tokenizer: Tokenizer, seq_len: int,
                   rows: int = 512) -> None:
     """Run the objective and converter once on the longest rows the objective can plan, so that a model too
     short for them (e.g. a decoder-only position table under a denoising objective, which reads inputs plus
     targets) fails now with the converter's message, not at the first batch of a long run."""
-    rng = np.random.default_rng(0)
-    plan = objective.plan(rows, rng)
-    text_id = int(tokenizer.special_ids.max()) + 1  # special tokens come first in the vocabulary
-    tokens = np.full((rows, int(plan.length.max())), text_id, dtype=np.int64)
     try:
-        converter(objective(Rows(tokens, plan.length.copy(), plan), rng))
+        converter(probe_features(objective, tokenizer, rows))
     except DataError as err:
         raise ConfigError(f"data.seq_len={seq_len}: the objective's sequences do not fit the architecture: "
                           f"{err}") from None

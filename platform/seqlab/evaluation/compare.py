@@ -25,10 +25,9 @@ from seqlab.evaluation.harness import evaluate
 from seqlab.evaluation.model import SeqlabModel
 from seqlab.evaluation.report import read_metrics, write_report
 from seqlab.evaluation.tasks import resolve_tasks
-from seqlab.interfaces import Rows
 from seqlab.registry import ARCHITECTURES, EVAL_TASKS, OBJECTIVES
 from seqlab.tokenizer import Tokenizer
-from seqlab.train import RESOLVED_CONFIG, train
+from seqlab.train import RESOLVED_CONFIG, probe_features, train
 
 RESULTS = "results.json"
 COMPARE_CONFIG = "compare"  # experiments/compare.yaml
@@ -59,11 +58,7 @@ def register_compare_schema() -> None:
 def example_lengths(run: RunConfig, tokenizer: Tokenizer, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Model-neutral (input, target) lengths of `rows` examples the objective makes from full-length text."""
     objective = OBJECTIVES.build(run.objective, tokenizer=tokenizer, seq_len=run.data.seq_len)
-    rng = np.random.default_rng(run.seed)
-    plan = objective.plan(rows, rng)
-    text_id = int(tokenizer.special_ids.max()) + 1  # any ordinary token: lengths do not depend on which
-    tokens = np.full((rows, int(plan.length.max())), text_id, dtype=np.int64)
-    features = objective(Rows(tokens, plan.length.copy(), plan), rng)
+    features = probe_features(objective, tokenizer, rows, run.seed)
     return features.input_lengths, features.target_lengths
 
 
