@@ -101,7 +101,8 @@ class HFModel:
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids))
+        # Special tokens are not text (SentencePiece drops its control symbols the same way).
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def special_id(self, token: str) -> int | None:
         # convert_tokens_to_ids maps an unknown token to unk's id: look the token up instead.
