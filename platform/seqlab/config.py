@@ -6,6 +6,7 @@ own config object from then on.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -122,6 +123,8 @@ class TrainerConfig:
         require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "must be >= 1")
         require(self.logger in ("csv", "tensorboard"), "trainer.logger", self.logger, "must be csv or tensorboard")
         require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "must be >= 1")
+        require(_valid_devices(self.devices), "trainer.devices", self.devices,
+                "must be a count >= 1, -1 (all), 'auto', or device indices such as [0, 1] or '0,1'")
         require(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches",
                 self.accumulate_grad_batches, "must be >= 1")
         require(self.gradient_clip_val is None or self.gradient_clip_val > 0, "trainer.gradient_clip_val",
@@ -134,6 +137,18 @@ class TrainerConfig:
         require(self.divergence.action != "skip" or self.precision not in ("16", "16-mixed"),
                 "trainer.divergence.action", self.divergence.action,
                 f"skip does not work with trainer.precision={self.precision}; use stop, or bf16-mixed")
+
+
+def _valid_devices(devices: Any) -> bool:
+    """What Lightning's Trainer(devices=...) accepts, checked here so a typo fails at configuration."""
+    if isinstance(devices, bool):
+        return False
+    if isinstance(devices, int):
+        return devices >= 1 or devices == -1
+    if isinstance(devices, str):
+        return devices == "auto" or re.fullmatch(r"-1|\d+|\d+(,\d+)*,?", devices.replace(" ", "")) is not None
+    return isinstance(devices, (list, tuple)) and len(devices) > 0 and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
 
 
 @dataclass

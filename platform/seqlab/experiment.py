@@ -59,12 +59,20 @@ def plugins_dir_override(overrides: Sequence[str]) -> str | None:
     return None
 
 
+GROUPS = ("objective", "architecture", "strategy", "data", "trainer", "experiment")  # one choice each
+
+
 def check_experiment(overrides: Sequence[str]) -> None:
     """Refuse `experiment=NAME` when experiments/experiment/ has no NAME.yaml. Hydra skips an optional group's
-    missing file without a word, so a mistyped name would quietly train the default experiment instead."""
+    missing file without a word, so a mistyped name would quietly train the default experiment instead.
+    Also refuse a list for a config group: Hydra would merge several configs of the group, which no schema
+    here describes (it fails deep inside Hydra)."""
     folder = experiments_dir() / "experiment"
     for item in overrides:
         key, _, value = item.partition("=")
+        if key.lstrip("+~") in GROUPS and value.lstrip().startswith("["):
+            raise ConfigError(f"{key.lstrip('+~')}={value}: a config group takes one name, not a list; to sweep "
+                              f"several, use -m {key.lstrip('+~')}=a,b")
         if key.lstrip("+~") != "experiment" or not re.fullmatch(r"[\w./+-]+(,[\w./+-]+)*", value):
             continue  # not this group, or a sweep function such as choice(...) that Hydra expands itself
         for name in value.split(","):

@@ -56,6 +56,9 @@ CASES = {
     "data.batch_sise=8": "data.batch_sise: no such field; to append to your config use +data.batch_sise=8",
     "data.batch_size=[1,": "cannot parse the override 'data.batch_size=[1,': ",
     "data.max_document_bytes=2": "data.max_document_bytes=2: must be >= 4",
+    "objective=[1]": "objective=[1]: a config group takes one name, not a list; to sweep several, use -m objective=a,b",
+    "trainer.devices=abc": "trainer.devices='abc': must be a count >= 1, -1 (all), 'auto', or device indices",
+    "trainer.devices=0": "trainer.devices=0: must be a count >= 1",
 }
 
 
