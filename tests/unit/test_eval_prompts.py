@@ -291,6 +291,10 @@ def test_resolve_tasks_entries():
     assert (tasks["flores_ta_te"].source, tasks["flores_ta_te"].target, tasks["flores_ta_te"].shots) == ("ta", "te", 1)
     assert tasks["xcopa_it_0shot"].query_template == "{premise} {connector}"  # the preset's fields carry over
     assert EVAL_TASKS.preset("sib200_hi").shots == 1  # overriding did not change the preset
+    # Overrides that change what the task is also change its name; others keep the preset's.
+    assert list(resolve_tasks([{"preset": "flores_de_en", "source": "fr"}, {"preset": "sib200_hi", "language": "ta"},
+                               {"preset": "flores_de_en", "mode": "denoising"}])) == [
+        "flores_fr_en", "sib200_ta", "flores_de_en"]
 
 
 def test_resolve_tasks_refuses_bad_entries():

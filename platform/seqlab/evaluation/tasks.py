@@ -142,7 +142,10 @@ def resolve_tasks(entries: Sequence[Any]) -> dict[str, EvalTaskConfig]:
             cfg = plugin.config(**typed_fields(plugin.config, fields, where))
         else:
             raise ConfigError(f"{where}={entry!r}: must be a preset name or a mapping")
-        label = cfg.label or default_label or EVAL_TASKS.build(cfg).label
+        own_label = EVAL_TASKS.build(cfg).label
+        if isinstance(entry, Mapping) and "preset" in entry and own_label != EVAL_TASKS.build(base).label:
+            default_label = own_label  # the overrides changed what the task is ({preset: flores_de_en, source: fr})
+        label = cfg.label or default_label or own_label
         if not LABEL.fullmatch(label):
             raise ConfigError(f"{where}: label {label!r} names files; use letters, digits, '_', '-' and '.'")
         if label in out:
