@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -100,10 +99,11 @@ def check_eval_data(run: RunConfig) -> dict:
 
 
 def run_one(run: RunConfig, run_dir: Path, vocab_size: int, lengths: tuple[np.ndarray, np.ndarray],
-            tasks: dict) -> dict[str, Any]:
+            tasks: dict) -> dict[str, Any] | None:
+    """Train and evaluate one model; its results on global rank 0, None on the other ranks."""
     trainer = train(run, run_dir)
     if not trainer.is_global_zero:
-        return {}
+        return None
     cost = accounting(run.architecture, vocab_size, lengths)
     sequences_per_step = run.data.batch_size * trainer.world_size * run.trainer.accumulate_grad_batches
     flops_per_step = sequences_per_step * cost["flops_per_example"]
@@ -129,8 +129,9 @@ def compare(run: CompareRunConfig, job_dir: Path, sweep_dir: Path | None = None)
     for role, arch in (("model", run.architecture), ("baseline", baseline)):
         name = arch.name if arch.name not in models else f"{arch.name}_{role}"
         one = RunConfig(**{**base_fields, "architecture": arch})
-        models[name] = {"role": role, **run_one(one, job_dir / name, tokenizer.vocab_size, lengths, tasks)}
-    if not any(models.values()) or os.environ.get("LOCAL_RANK", "0") != "0":
+        result = run_one(one, job_dir / name, tokenizer.vocab_size, lengths, tasks)
+        models[name] = None if result is None else {"role": role, **result}
+    if None in models.values():  # not global rank 0: rank 0 writes the results and the report
         return job_dir
     results = {"seed": run.seed, "match": run.compare.match if run.compare.baseline is None else "preset",
                "objective": run.objective.name, "tokens_per_example": float(np.mean(lengths[0] + lengths[1])),

@@ -154,10 +154,9 @@ class DecoderOnly(nn.Module):
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
                  target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy continuation (B, N) and its lengths (B,); see generation.generate."""
-        from seqlab_plugins.architectures.generation import GenerationConfig, generate
+        from seqlab_plugins.architectures.generation import greedy  # generation imports this module
 
-        return tuple(generate(self, input_ids, input_lengths, GenerationConfig(max_new_tokens=max_new_tokens),
-                              target_prefix=target_prefix))
+        return greedy(self, input_ids, input_lengths, max_new_tokens, target_prefix)
 
     def export_hf(self, tokenizer: Tokenizer, out_dir: str | Path, source: str) -> Path:
         """Write this model in the Hugging Face GPT-2 layout, with a tokenizer transformers can load."""

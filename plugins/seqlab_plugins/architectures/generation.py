@@ -234,3 +234,11 @@ def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Ten
         return Generated(torch.stack(out, dim=1), lengths)
     finally:
         model.train(was_training)
+
+
+def greedy(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
+           target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The architectures' `generate`: greedy decoding, the paper's in every few-shot evaluation."""
+    out = generate(model, input_ids, input_lengths, GenerationConfig(max_new_tokens=max_new_tokens),
+                   target_prefix=target_prefix)
+    return out.tokens, out.lengths
