@@ -30,10 +30,10 @@ def objective(tokenizer, seq_len, **cfg) -> AlexaTMDenoising:
 
 
 def deleted_spans(features) -> tuple[np.ndarray, list[int]]:
-    """Which positions each input row dropped, by aligning it with its intact target; exact when a row's ids
-    are distinct, and a valid deletion set of the right size otherwise."""
+    """Which positions each input row dropped, by aligning it with its intact target (less its final EOS);
+    exact when a row's ids are distinct, and a valid deletion set of the right size otherwise."""
     masks, spans = [], []
-    for inputs, n, target in zip(features.inputs, features.input_lengths, features.targets):
+    for inputs, n, target in zip(features.inputs, features.input_lengths, features.targets[:, :-1]):
         keep = np.zeros(len(target), dtype=bool)
         j = 0
         for i, token in enumerate(target):  # inputs must be a subsequence of the target
@@ -50,11 +50,13 @@ def deleted_spans(features) -> tuple[np.ndarray, list[int]]:
 @given(seed=st.integers(0, 2**32 - 1), seq_len=st.integers(16, 200))
 def test_inputs_are_the_text_minus_deleted_spans_and_targets_the_whole_text(tokenizer, seed, seq_len):
     rng = np.random.default_rng(seed)
-    rows = text_rows(tokenizer, rng, 6, seq_len)
     obj = objective(tokenizer, seq_len)
+    assert (obj.plan(6, rng).length == seq_len - 1).all()  # room for the final EOS
+    rows = text_rows(tokenizer, rng, 6, seq_len - 1)
     f = obj(rows, rng)
-    np.testing.assert_array_equal(f.targets, rows.tokens)  # the full original sequence
-    assert (f.input_lengths == seq_len - obj.n_noise).all()  # exactly round(0.15 L) deleted, per row
+    np.testing.assert_array_equal(f.targets[:, :-1], rows.tokens)  # the full original sequence, then EOS
+    assert (f.targets[:, -1] == tokenizer.eos_id).all() and (f.target_lengths == seq_len).all()
+    assert (f.input_lengths == seq_len - 1 - obj.n_noise).all()  # exactly round(0.15 L) deleted, per row
     assert f.inputs.shape[1] <= seq_len and f.targets.shape[1] <= seq_len
     assert not np.isin(f.inputs, tokenizer.special_ids).any(), "no mask or other special token is inserted"
     deleted, _ = deleted_spans(f)
@@ -65,18 +67,27 @@ def test_drop_rate_and_mean_span_over_a_large_sample(tokenizer):
     """Over 512 rows of 1024 tokens: 15% +- 1% dropped, mean span 3 +- 0.15 (zero Poisson draws count as 1,
     so the drawn mean is 3.05; spans never touch, so the measured spans are the drawn ones)."""
     rng = np.random.default_rng(0)
-    obj = objective(tokenizer, 1024)
+    obj = objective(tokenizer, 1025)
     # Distinct ids per row make the alignment unambiguous: the measured spans are exactly the deleted ones.
     tokens = np.tile(np.arange(1024) + 1000, (512, 1))
     f = obj(Rows(tokens, np.full(512, 1024), RowPlan.uniform(512, 1024)), rng)
-    rate = 1 - f.input_lengths.sum() / f.target_lengths.sum()
+    rate = 1 - f.input_lengths.sum() / (f.target_lengths - 1).sum()
     assert abs(rate - 0.15) < 0.01
     _, spans = deleted_spans(f)
     assert abs(np.mean(spans) - 3.0) < 0.15, np.mean(spans)
 
 
+def test_without_eos_the_target_is_the_row_itself(tokenizer):
+    obj = objective(tokenizer, 32, add_eos=False)
+    rows = text_rows(tokenizer, np.random.default_rng(4), 3, 32)
+    assert (obj.plan(3, np.random.default_rng(0)).length == 32).all()
+    f = obj(rows, np.random.default_rng(5))
+    np.testing.assert_array_equal(f.targets, rows.tokens)
+    assert (f.input_lengths == 32 - obj.n_noise).all()
+
+
 def test_same_rng_same_features_and_other_seed_differs(tokenizer):
-    rows = text_rows(tokenizer, np.random.default_rng(1), 4, 64)
+    rows = text_rows(tokenizer, np.random.default_rng(1), 4, 63)
     obj = objective(tokenizer, 64)
     a, b = obj(rows, np.random.default_rng(7)), obj(rows, np.random.default_rng(7))
     c = obj(rows, np.random.default_rng(8))
@@ -85,7 +96,7 @@ def test_same_rng_same_features_and_other_seed_differs(tokenizer):
 
 
 def test_decoder_only_conversion_puts_loss_only_on_the_target(tokenizer):
-    rows = text_rows(tokenizer, np.random.default_rng(2), 3, 40)
+    rows = text_rows(tokenizer, np.random.default_rng(2), 3, 39)
     f = objective(tokenizer, 40)(rows, np.random.default_rng(3))
     batch = DecoderOnlyConverter(tokenizer.pad_id, 4096, prefix_lm=True)(f)
     for r in range(3):

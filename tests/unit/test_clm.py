@@ -32,18 +32,32 @@ def test_prefix_then_continuation_reconstructs_the_document(tokenizer, seed, seq
     rng = np.random.default_rng(seed)
     clm = CausalLM(ClmConfig(name="clm"), tokenizer=tokenizer, seq_len=seq_len)
     plan = clm.plan(8, rng)
-    assert plan.document.all() and (plan.length == seq_len).all()
-    rows = document_rows(tokenizer, rng, rng.integers(1, seq_len + 1, 8), seq_len)
+    # One token of lookahead: a row longer than seq_len holds a document that goes on.
+    assert plan.document.all() and (plan.length == seq_len + 1).all()
+    lengths = np.append(rng.integers(1, seq_len + 2, 7), seq_len + 1)
+    rows = document_rows(tokenizer, rng, lengths, seq_len + 1)
     f = clm(rows, rng)
     clm_id = tokenizer.token_id("[CLM]")
     assert (f.inputs[:, 0] == clm_id).all(), "[CLM] first in every input"
     for r in range(8):
+        complete = lengths[r] <= seq_len
         prefix = f.inputs[r, 1 : f.input_lengths[r]]
         rest = f.targets[r, : f.target_lengths[r]]
-        np.testing.assert_array_equal(np.concatenate([prefix, rest]), rows.tokens[r, : rows.lengths[r]])
+        if complete:  # the continuation reaches the document's end: EOS says so
+            assert rest[-1] == tokenizer.eos_id
+            rest = rest[:-1]
+        np.testing.assert_array_equal(np.concatenate([prefix, rest]), rows.tokens[r, : min(lengths[r], seq_len)])
         assert not np.isin(np.concatenate([prefix, rest]), tokenizer.special_ids).any()
         assert len(rest) >= 1 and (len(prefix) >= 1 or rows.lengths[r] == 1)
     assert f.input_lengths.max() <= seq_len and f.target_lengths.max() <= seq_len
+
+
+def test_without_eos_a_complete_continuation_ends_at_the_document(tokenizer):
+    clm = CausalLM(ClmConfig(name="clm", add_eos=False), tokenizer=tokenizer, seq_len=16)
+    rows = document_rows(tokenizer, np.random.default_rng(3), np.array([10, 16]), 17)
+    f = clm(rows, np.random.default_rng(4))
+    assert (f.input_lengths - 1 + f.target_lengths == [10, 16]).all()
+    assert not (f.targets == tokenizer.eos_id).any()
 
 
 def test_split_points_are_uniform_between_20_and_80_percent(tokenizer):
@@ -75,7 +89,7 @@ def test_packed_mode_predicts_every_token_from_clm(tokenizer):
 def test_decoder_only_conversion_masks_the_prefix(tokenizer):
     rng = np.random.default_rng(4)
     clm = CausalLM(ClmConfig(name="clm"), tokenizer=tokenizer, seq_len=32)
-    f = clm(document_rows(tokenizer, rng, np.array([10, 32, 5]), 32), rng)
+    f = clm(document_rows(tokenizer, rng, np.array([10, 33, 5]), 33), rng)
     batch = DecoderOnlyConverter(tokenizer.pad_id, 4096, prefix_lm=True)(f)
     for r in range(3):
         labels = batch["labels"][r].numpy()

@@ -82,20 +82,23 @@ def test_rows_are_routed_to_their_child_and_merged_in_order(tokenizer):
     rng = np.random.default_rng(0)
     mix = alexatm(tokenizer, seq_len=32)
     plan = mix.plan(40, rng)
-    lengths = np.where(plan.document, rng.integers(2, 33, 40), 32)
+    # Whole documents (clm, up to 32 + 1 lookahead tokens) and packed slices (denoising, 31 + EOS).
+    lengths = np.where(plan.document, rng.integers(2, 33, 40), 31)
+    np.testing.assert_array_equal(plan.length, np.where(plan.document, 33, 31))
     tokens = np.where(np.arange(32)[None, :] < lengths[:, None], rng.integers(200, 900, (40, 32)), 0)
     f = mix(Rows(tokens, lengths, plan), rng)
     np.testing.assert_array_equal(f.objective, plan.task)
     clm_id = tokenizer.token_id("[CLM]")
     for r in range(40):
         text = tokens[r, : lengths[r]]
+        assert f.targets[r, f.target_lengths[r] - 1] == tokenizer.eos_id  # complete documents, full rows
         if plan.task[r] == 1:  # clm: [CLM] + prefix, continuation
             assert f.inputs[r, 0] == clm_id
             np.testing.assert_array_equal(np.concatenate([f.inputs[r, 1 : f.input_lengths[r]],
-                                                          f.targets[r, : f.target_lengths[r]]]), text)
+                                                          f.targets[r, : f.target_lengths[r] - 1]]), text)
         else:  # denoising: the whole text is the target, 15% fewer tokens in the inputs
-            np.testing.assert_array_equal(f.targets[r, : f.target_lengths[r]], text)
-            assert f.input_lengths[r] == 32 - round(32 * 0.15)
+            np.testing.assert_array_equal(f.targets[r, : f.target_lengths[r] - 1], text)
+            assert f.input_lengths[r] == 31 - round(31 * 0.15)
         assert (f.inputs[r, f.input_lengths[r]:] == 0).all() and (f.targets[r, f.target_lengths[r]:] == 0).all()
 
 

@@ -30,10 +30,10 @@ SEQ2SEQ = {
 
 
 def denoising_lengths(cfg: Seq2SeqConfig) -> tuple[int, int]:
-    """(input, target) lengths of the AlexaTM denoising shape at full length L = max_positions: 15% of the
-    tokens are deleted from the input (no mask tokens), and the target is the whole original sequence."""
+    """(input, target) lengths of the AlexaTM denoising shape at full length L = max_positions: a row of L - 1
+    tokens loses 15% of them from the input (no mask tokens), and the target is the whole row plus EOS."""
     L = cfg.max_positions
-    return round(0.85 * L), L
+    return L - 1 - round(0.15 * (L - 1)), L
 
 
 def register_presets() -> None:

@@ -1,4 +1,9 @@
-"""`clm`: causal language modelling, AlexaTM style (one document, [CLM] + prefix -> continuation) or packed."""
+"""`clm`: causal language modelling, AlexaTM style (one document, [CLM] + prefix -> continuation) or packed.
+
+A continuation that reaches its document's end ends with EOS, so a model learns where a text stops and
+generation can stop there. A document longer than the row is cut, and its cut continuation gets no EOS: the
+text goes on. Packed rows keep their `[DOC]` separators as the only document boundary (GPT-style).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +15,7 @@ from seqlab.errors import require
 from seqlab.interfaces import Features, RowPlan, Rows
 from seqlab.registry import OBJECTIVES
 from seqlab.tokenizer import Tokenizer
-from seqlab_plugins.objectives.noise import prepend
+from seqlab_plugins.objectives.noise import append_where, prepend
 
 
 @dataclass
@@ -22,6 +27,7 @@ class ClmConfig(ObjectiveConfig):
     min_prefix: float = 0.2
     max_prefix: float = 0.8
     mode_token: bool = True  # [CLM] first in the inputs; packed + mode_token gives an encoder a one-token input
+    add_eos: bool = True  # end a continuation that reaches its document's end with EOS (not packed rows)
 
     def __post_init__(self) -> None:
         require(0.0 <= self.min_prefix <= self.max_prefix, "objective.min_prefix", self.min_prefix,
@@ -39,11 +45,15 @@ class CausalLM:
         self.seq_len = seq_len
         self.pad_id = tokenizer.pad_id
         self.clm_id = tokenizer.token_id("[CLM]")
+        self.eos_id = tokenizer.eos_id
 
     def plan(self, n: int, rng: np.random.Generator) -> RowPlan:
-        # The split leaves at least one token to each side, so [CLM] + prefix and the continuation both fit
-        # in seq_len when the document does.
-        return RowPlan.uniform(n, self.seq_len, document=not self.cfg.packed)
+        # Document rows read one token past seq_len: a row that comes back longer than seq_len holds a document
+        # that goes on (cut, no EOS); any other row holds its whole document. The split leaves at least one
+        # token to each side, so [CLM] + prefix and the continuation (+ EOS) both fit in seq_len.
+        if self.cfg.packed:
+            return RowPlan.uniform(n, self.seq_len)
+        return RowPlan.uniform(n, self.seq_len + 1, document=True)
 
     def __call__(self, rows: Rows, rng: np.random.Generator) -> Features:
         B, W = rows.tokens.shape
@@ -52,6 +62,8 @@ class CausalLM:
             inputs, input_lengths = np.zeros((B, 0), dtype=np.int64), np.zeros(B, dtype=np.int64)
             targets, target_lengths = rows.tokens, n.copy()
         else:
+            complete = n <= self.seq_len  # (B,) the row holds its document to the end
+            n = np.minimum(n, self.seq_len)
             fraction = rng.uniform(self.cfg.min_prefix, self.cfg.max_prefix, size=B)
             # Both parts non-empty whenever the document has two tokens or more.
             split = np.minimum(np.maximum(np.floor(fraction * n).astype(np.int64), 1), n - 1)
@@ -63,6 +75,8 @@ class CausalLM:
             shifted = rows.tokens[np.arange(B)[:, None], np.minimum(cols + split[:, None], W - 1)]  # (B, Wt)
             targets = np.where(cols < target_lengths[:, None], shifted, self.pad_id)
             input_lengths = split
+            if self.cfg.add_eos:
+                targets, target_lengths = append_where(self.eos_id, targets, target_lengths, complete, self.pad_id)
         if self.cfg.mode_token:
             inputs, input_lengths = prepend(self.clm_id, inputs, input_lengths)
         return Features(inputs, input_lengths, targets, target_lengths, rows.plan.task.copy())

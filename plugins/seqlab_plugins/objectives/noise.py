@@ -115,3 +115,14 @@ def append_at_lengths(token_id: int, ids: np.ndarray, lengths: np.ndarray, pad_i
     out = np.concatenate([ids, np.full((ids.shape[0], 1), pad_id, dtype=np.int64)], axis=1)
     out[np.arange(ids.shape[0]), lengths] = token_id
     return out, lengths + 1
+
+
+def append_where(token_id: int, ids: np.ndarray, lengths: np.ndarray, where: np.ndarray,
+                 pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Write one token (EOS) right after the last real token of the rows that `where` (B,) selects."""
+    grown = lengths + where  # (B,)
+    out = np.full((len(lengths), max(ids.shape[1], int(grown.max(initial=0)))), pad_id, dtype=np.int64)
+    out[:, : ids.shape[1]] = ids
+    rows = np.flatnonzero(where)
+    out[rows, lengths[rows]] = token_id
+    return out, grown
