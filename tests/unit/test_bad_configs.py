@@ -18,7 +18,7 @@ CASES = {
     # unknown plugin, preset or experiment
     "objective=nope": "objective='nope': no such objective config; choose one of: alexatm, alexatm_denoising, ",
     "architecture=gpt_huge": "architecture='gpt_huge': no such architecture config; choose one of: ",
-    "data=nope": "data='nope': no such data config; choose one of: corpus, embedded, prepared ",
+    "data=nope": "data='nope': no such data config; choose one of: corpus, embedded, prepared, public_text, study ",
     "strategy=nope": "strategy='nope': no such strategy config; choose one of: ",
     "objective.children.0.objective.name=nope":
         "objective.children[0].objective.name='nope': unknown objective plugin 'nope'; registered objective plugins: ",
@@ -31,10 +31,10 @@ CASES = {
     "optim.lr=-1e-3": "optim.lr=-0.001: must be > 0",
     "data.alpha=-0.5": "data.alpha=-0.5: must be in (0, 1]",
     # sequences longer than the position table
-    "data.seq_len=2048": "data.seq_len=2048: the objective's sequences do not fit the architecture: a 3788-token "
+    "data.seq_len=2048": "data.seq_len=2048: the objective's sequences do not fit the architecture: a 3787-token "
                          "sequence exceeds architecture.max_positions=1024; lower data.seq_len or raise max_positions",
     "architecture.max_positions=64": "data.seq_len=128: the objective's sequences do not fit the architecture: a "
-                                     "236-token sequence exceeds architecture.max_positions=64",
+                                     "235-token sequence exceeds architecture.max_positions=64",
     # missing tokenizer
     "tokenizer.path=/nonexistent.model": "tokenizer.path=/nonexistent.model: file not found. Train one on your corpus",
     "tokenizer.path=${seqlab_resource:tokenizer/none.model}":

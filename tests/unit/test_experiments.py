@@ -9,6 +9,7 @@ from seqlab.errors import ConfigError
 from seqlab.experiment import compose_config, experiments_dir, to_run_config
 from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
 from seqlab.tokenizer import Tokenizer
+from seqlab_plugins.data.public_sources import EVAL_SETS, FOLDERS
 
 GROUPS = ("objective", "architecture", "strategy", "data", "trainer")
 
@@ -20,6 +21,13 @@ def _overrides_for_every_file() -> list[list[str]]:
         for path in sorted((root / group).glob("*.yaml")):
             cases.append([f"{group}={path.stem}"])
     return cases
+
+
+def _public_data_root(root: Path) -> Path:
+    """Empty folders in the layouts `public_text` checks for: enough to compose and validate its config."""
+    for folder in (*FOLDERS.values(), *(Path(p).parent for patterns in EVAL_SETS.values() for p in patterns)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def _instantiate(run: RunConfig) -> None:
@@ -42,7 +50,9 @@ def test_experiment_folder_has_presets_and_experiments():
 
 
 @pytest.mark.parametrize("overrides", _overrides_for_every_file(), ids=lambda o: o[0])
-def test_every_experiment_file_composes_and_instantiates(overrides):
+def test_every_experiment_file_composes_and_instantiates(overrides, tmp_path, monkeypatch):
+    # data=study reads its root from the variable that also points the evaluation at its data.
+    monkeypatch.setenv("SEQLAB_EVAL_DATA", str(_public_data_root(tmp_path)))
     run = to_run_config(compose_config(overrides))
     assert isinstance(run, RunConfig)
     _instantiate(run)
@@ -53,6 +63,7 @@ def test_every_experiment_file_composes_and_instantiates(overrides):
 def test_every_registered_plugin_is_selectable_by_name(group, registry, tmp_path):
     compose_config()  # loads the plugins
     required = {("data", "corpus"): [f"data.paths=[{tmp_path}]"], ("data", "prepared"): [f"data.path={tmp_path}"],
+                ("data", "public_text"): [f"data.root={_public_data_root(tmp_path)}"],
                 ("objective", "mixture"): ["objective.children=[{objective:{name:clm},rate:1.0}]"]}
     for name in registry.names():
         run = to_run_config(compose_config([f"{group}={name}", *required.get((group, name), [])]))
@@ -105,8 +116,8 @@ def test_missing_required_value_names_the_key():
 def test_sequences_longer_than_the_position_table_fail_at_startup(tmp_path):
     from seqlab.train import build_components
 
-    # Denoising on a decoder-only model reads inputs plus targets: 109 + 128 tokens at seq_len 128.
+    # Denoising on a decoder-only model reads inputs plus targets: 108 + 128 tokens at seq_len 128.
     run = to_run_config(compose_config(["architecture.max_positions=200", f"cache_dir={tmp_path}"]))
     with pytest.raises(ConfigError, match=r"data.seq_len=128: the objective's sequences do not fit the architecture: "
-                                          r"a 236-token sequence exceeds architecture.max_positions=200"):
+                                          r"a 235-token sequence exceeds architecture.max_positions=200"):
         build_components(run)
