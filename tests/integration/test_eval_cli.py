@@ -67,8 +67,14 @@ def test_eval_a_checkpoint_end_to_end(checkpoint, data_root, capsys):
     assert list(scores) == ["jsonl_topics", "summarization_news"]
     assert scores["jsonl_topics"]["examples"] == 3 and scores["summarization_news"]["examples"] == 3
     assert scores["jsonl_topics"]["accuracy"] in (0.0, 100 / 3, 200 / 3, 100.0)
-    assert set(scores["summarization_news"]) == {"rouge1", "rouge2", "rougeL", "examples", "truncated"}
+    assert set(scores["summarization_news"]) == {"rouge1", "rouge2", "rougeL", "gold_ll_per_byte", "icl_gain_per_byte",
+                                                 "examples", "truncated"}
+    assert set(scores["jsonl_topics"]) == {"accuracy", "accuracy_norm", "gold_ll_per_byte", "margin",
+                                           "icl_gain_per_byte", "examples", "truncated"}
     assert saved["clm_token_used"] == {"jsonl_topics": True, "summarization_news": True}
+    assert saved["aggregates"]["summarization_news"] == {name: "ratio" for name in scores["summarization_news"]
+                                                         if name not in ("examples", "truncated")}
+    assert all(all(higher.values()) for higher in saved["higher_is_better"].values())
     # What was printed is what was saved.
     assert out == f"{saved['model']}\n{format_scores(scores)}\nscores and per-example predictions: {out_dir}\n"
     assert f"jsonl_topics        accuracy={scores['jsonl_topics']['accuracy']:.2f}" in out

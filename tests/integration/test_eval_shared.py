@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from seqlab.evaluation.aggregates import corpus_score
 from seqlab.evaluation.harness import evaluate
 from seqlab.evaluation.model import SeqlabModel
 from seqlab.evaluation.tasks import resolve_tasks
@@ -51,10 +52,12 @@ def test_paper_tasks_run_on_the_real_data(shared_data, tmp_path, arch):
     results = evaluate(model, resolve_tasks(TASKS), tmp_path, data_root=shared_data, limit=LIMIT, progress=False)
     assert list(results) == ["flores_de_en", "flores_en_ja", "sib200_hi", "xcopa_ta"]
     for label in ("flores_de_en", "flores_en_ja"):
-        assert set(results[label]) == {"chrf++", "bleu", "examples", "truncated"}
+        assert set(results[label]) == {"chrf++", "bleu", "gold_ll_per_byte", "icl_gain_per_byte", "examples",
+                                       "truncated"}
         assert 0.0 <= results[label]["chrf++"] <= 100.0 and 0.0 <= results[label]["bleu"] <= 100.0
     for label in ("sib200_hi", "xcopa_ta"):
-        assert set(results[label]) == {"accuracy", "accuracy_norm", "examples", "truncated"}
+        assert set(results[label]) == {"accuracy", "accuracy_norm", "gold_ll_per_byte", "margin", "icl_gain_per_byte",
+                                       "examples", "truncated"}
         assert 0.0 <= results[label]["accuracy"] <= 100.0 and 0.0 <= results[label]["accuracy_norm"] <= 100.0
         assert results[label]["accuracy"] % 25.0 == 0.0  # a whole number of 4 examples right
     for label, metrics in results.items():
@@ -78,6 +81,13 @@ def test_paper_tasks_run_on_the_real_data(shared_data, tmp_path, arch):
 
     saved = json.loads((tmp_path / "scores.json").read_text())
     assert saved["scores"] == results and saved["model"] == f"tiny-{arch}"
+    assert saved["aggregates"]["flores_en_ja"]["bleu"] == "bleu:ja-mecab"
+    assert saved["aggregates"]["flores_de_en"]["bleu"] == "bleu:13a"
+    for label, metrics in results.items():  # every value is what its per-example statistics give
+        records = [json.loads(line) for line in (tmp_path / f"{label}.predictions.jsonl").read_text().splitlines()]
+        for name, aggregate in saved["aggregates"][label].items():
+            assert corpus_score(aggregate, [r["stats"][name] for r in records]) == metrics[name], (label, name)
+        assert all(r["gold_logprob"] < 0 and r["gold_bytes"] > 0 for r in records)
     assert saved["clm_token_used"] == {label: True for label in results}
 
 

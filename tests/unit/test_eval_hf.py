@@ -123,6 +123,21 @@ def test_greedy_generation_matches(pair):
     assert hf.generate(reqs[1:2], MAX_NEW_TOKENS) == expected[1:2]
 
 
+def test_generation_with_stop_strings_matches(pair):
+    """Both adapters end a row at the token whose text completes a stop string, and keep that token."""
+    ours, hf = pair
+    reqs = requests(ours)
+    full = ours.generate(reqs, MAX_NEW_TOKENS)
+    longest = max(full, key=len)
+    k = next(k for k in range(1, len(longest) + 1) if any(c.isalpha() for c in ours.decode(longest[:k])))
+    stop = next(c for c in ours.decode(longest[:k]) if c.isalpha())  # the first letter the longest row writes
+    expected = ours.generate(reqs, MAX_NEW_TOKENS, stop=[stop])
+    assert hf.generate(reqs, MAX_NEW_TOKENS, stop=[stop]) == expected
+    assert sum(map(len, expected)) < sum(map(len, full))
+    assert all(row == whole[: len(row)] for row, whole in zip(expected, full))
+    assert hf.generate(reqs, MAX_NEW_TOKENS, stop=["\u2603"]) == full  # never generated: nothing changes
+
+
 def test_generation_is_plain_greedy_whatever_the_folder_asks(exported, tmp_path):
     ours, path = exported
     shutil.copytree(path, tmp_path, dirs_exist_ok=True)

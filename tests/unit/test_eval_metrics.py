@@ -1,4 +1,6 @@
-"""Eval metrics: BLEU/chrF++ match sacrebleu, ROUGE matches rouge-score and holds its properties on any tokens."""
+"""Eval metrics: BLEU/chrF++ match sacrebleu, ROUGE matches rouge-score and holds its properties on any tokens,
+and the per-example statistics of each sum to its corpus score."""
+import numpy as np
 import pytest
 import sacrebleu
 from hypothesis import given, settings
@@ -6,9 +8,12 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
 from seqlab.errors import ConfigError
+from seqlab.evaluation.aggregates import bleu_aggregate, corpus_score, score_from_sums
 from seqlab.experiment import resource_path
 from seqlab.tokenizer import Tokenizer
-from seqlab_plugins.evals.metrics import accuracy, bleu, bleu_tokenizer, chrf_pp, lcs_length, rouge
+from seqlab_plugins.evals.metrics import (
+    accuracy, bleu, bleu_stats, bleu_tokenizer, chrf_pp, chrf_pp_stats, lcs_length, rouge, rouge_f1s,
+)
 
 PROPERTY = settings(max_examples=150, deadline=None)
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -170,3 +175,54 @@ def test_accuracy():
     assert accuracy([0, 0], [1, 1]) == 0.0
     with pytest.raises(ConfigError):
         accuracy([1, 2], [1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-example statistics: summed, they give the corpus score
+
+
+@pytest.mark.parametrize(("lang", "preds", "refs"), CORPORA, ids=[c[0] for c in CORPORA])
+def test_summed_sentence_statistics_reproduce_corpus_chrf_and_bleu_exactly(lang, preds, refs):
+    chrf_rows = np.array(chrf_pp_stats(preds, refs))
+    assert chrf_rows.shape == (len(preds), 24)
+    assert corpus_score("chrf", chrf_rows) == sacrebleu.corpus_chrf(preds, [refs], word_order=2).score
+    tokenize = bleu_tokenizer(lang)
+    bleu_rows = np.array(bleu_stats(preds, refs, lang))
+    assert bleu_rows.shape == (len(preds), 10)
+    expected = sacrebleu.corpus_bleu(preds, [refs], tokenize=tokenize).score
+    assert corpus_score(bleu_aggregate(tokenize), bleu_rows) == expected
+    assert (lang == "ja") == (bleu_aggregate(tokenize) == "bleu:ja-mecab")
+
+
+def test_score_from_sums_is_vectorised_over_leading_dimensions():
+    preds, refs = ["the cat sat on the mat", "it is raining in the city today", ""], ["the cat sat", "rain", "a"]
+    stats = {"chrf": np.array(chrf_pp_stats(preds, refs), dtype=float),
+             "bleu:13a": np.array(bleu_stats(preds, refs, "en"), dtype=float),
+             "ratio": np.array([[-3.0, 4.0], [-1.0, 2.0], [-2.5, 5.0]])}
+    counts = np.random.default_rng(0).integers(1, 4, size=(4, 2, 3)).astype(float)  # resamples of the 3 items
+    counts[0, 0] = 1.0  # one resample that is the corpus itself
+    for aggregate, rows in stats.items():
+        sums = counts @ rows  # (4, 2, k)
+        got = score_from_sums(aggregate, sums)
+        assert got.shape == (4, 2)
+        for i in np.ndindex(4, 2):
+            assert got[i] == corpus_score(aggregate, counts[i][:, None] * rows), (aggregate, i)
+        assert got[0, 0] == corpus_score(aggregate, rows)
+
+
+def test_an_unknown_aggregate_names_itself():
+    for bad in ("mean", "bleu", "bleu:nope"):
+        with pytest.raises(ValueError, match=f"aggregate={bad!r}"):
+            score_from_sums(bad, np.ones((2, 10)))
+    with pytest.raises(ValueError, match=r"stats.shape=\(0, 2\)"):
+        corpus_score("ratio", np.zeros((0, 2)))
+
+
+def test_per_example_rouge_averages_to_rouge():
+    preds = [[1, 2, 3, 4], [5, 6], [], [7, 7, 8]]
+    refs = [[1, 2, 4, 3], [6, 5, 9], [1], [7, 8]]
+    f1s = rouge_f1s(preds, refs)
+    corpus = rouge(preds, refs)
+    for name, values in f1s.items():
+        assert len(values) == 4 and values[2] == 0.0
+        assert corpus_score("ratio", [[100 * v, 1.0] for v in values]) == pytest.approx(corpus[name], abs=1e-12)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from seqlab.errors import ConfigError, DataError, PluginError
-from seqlab.evaluation.harness import Budget, build_request, cut_at_stop, evaluate, evaluate_task, format_scores
+from seqlab.evaluation.harness import cut_at_stop, evaluate, evaluate_task, format_scores
+from seqlab.evaluation.likelihood import Budget, build_request
 from seqlab.evaluation.model import TokenRequest
 from seqlab.evaluation.tasks import Example, pick_shots, resolve_tasks
 from seqlab.registry import EVAL_TASKS, load_plugins
@@ -37,6 +38,7 @@ class FakeModel:
         self.scored: list[TokenRequest] = []
         self.generated: list[TokenRequest] = []
         self.max_new_tokens: list[int] = []
+        self.stops: list[tuple[str, ...]] = []
 
     def encode(self, texts):
         return [[ord(c) for c in text] for text in texts]
@@ -55,9 +57,10 @@ class FakeModel:
         return np.array([self.scores(self.prompt_of(r), self.decode(r.continuation)) for r in requests],
                         dtype=np.float64)
 
-    def generate(self, requests, max_new_tokens):
+    def generate(self, requests, max_new_tokens, stop=()):
         self.generated.extend(requests)
         self.max_new_tokens.append(max_new_tokens)
+        self.stops.append(tuple(stop))
         return [self.encode([self.reply(self.prompt_of(r))])[0][:max_new_tokens] for r in requests]
 
 
@@ -433,7 +436,9 @@ def test_ranking_argmax_per_byte_argmax_and_outputs(tmp_path):
     model = FakeModel(scores=qa_scores(rows))
     out = tmp_path / "out"
     results = evaluate(model, resolve_tasks([qa_task()]), out, data_root=tmp_path, progress=False)
-    assert results == {"qa": {"accuracy": 50.0, "accuracy_norm": 75.0, "examples": 4.0, "truncated": 0.0}}
+    # Gold: "éé" -3 (4 bytes), "x" -1, "c" -1, "q" -3; margins over the best distractor: -1, 7, 3, -2.
+    assert results == {"qa": {"accuracy": 50.0, "accuracy_norm": 75.0, "gold_ll_per_byte": pytest.approx(-8 / 7),
+                              "margin": 1.75, "examples": 4.0, "truncated": 0.0}}
     records = [json.loads(line) for line in (out / "qa.predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["q0", "q1", "q2", "q3"]
     assert [r["prediction"] for r in records] == [0, 0, 2, 0]
@@ -442,9 +447,19 @@ def test_ranking_argmax_per_byte_argmax_and_outputs(tmp_path):
     assert [r["loglikelihoods"] for r in records] == [r["scores"] for r in rows]
     assert records[0]["candidates"] == ["ab", "éé"] and records[0]["prompt"] == "Q: zero A:"
     assert not any(r["truncated"] for r in records)
+    assert [(r["gold_logprob"], r["gold_bytes"], r["margin"]) for r in records] == [
+        (-3.0, 4, -1.0), (-1.0, 1, 7.0), (-1.0, 1, 3.0), (-3.0, 1, -2.0)]
+    assert all("zero_shot_gold_logprob" not in r for r in records)  # a 0-shot task has no in-context gain
+    assert records[0]["stats"] == {"accuracy": [0.0, 1.0], "accuracy_norm": [100.0, 1.0],
+                                   "gold_ll_per_byte": [-3.0, 4.0], "margin": [-1.0, 1.0]}
     saved = json.loads((out / "scores.json").read_text())
-    assert saved == {"model": "fake", "scores": results, "clm_token_used": {"qa": True}}
-    assert format_scores(results) == "qa  accuracy=50.00  accuracy_norm=75.00  (n=4, truncated=0)"
+    assert saved == {"model": "fake", "scores": results, "clm_token_used": {"qa": True},
+                     "aggregates": {"qa": {"accuracy": "ratio", "accuracy_norm": "ratio", "gold_ll_per_byte": "ratio",
+                                           "margin": "ratio"}},
+                     "higher_is_better": {"qa": {"accuracy": True, "accuracy_norm": True, "gold_ll_per_byte": True,
+                                                 "margin": True}}}
+    assert format_scores(results) == ("qa  accuracy=50.00  accuracy_norm=75.00  gold_ll_per_byte=-1.1429  "
+                                      "margin=1.7500  (n=4, truncated=0)")
     # One request per candidate, in clm mode: [CLM] + prompt, no target prefix, the candidate scored.
     assert len(model.scored) == 9
     assert model.scored[0] == TokenRequest((CLM, *ids("Q: zero A:")), (), tuple(ids("ab")))
@@ -490,7 +505,8 @@ def test_ranking_truncates_long_prompts_from_the_left_and_counts_them(tmp_path):
     # so its candidates are all scored after the same prompt.
     model = FakeModel(encoder_decoder=False, max_positions=11,
                       scores=lambda prompt, c: {"ab": -1.0, "x": -1.0, "a": -1.0}.get(c, -2.0))
-    metrics, records = evaluate_task(model, "qa", resolve_tasks([qa_task()])["qa"], tmp_path, progress=False)
+    result = evaluate_task(model, "qa", resolve_tasks([qa_task()])["qa"], tmp_path, progress=False)
+    metrics, records = result.metrics, result.records
     prompts = [f"Q: {r['question']} A:" for r in rows]  # 10, 9, 9 and 11 characters
     limits = [9, 7, 10, 10]  # longest candidates: 2, 4, 1 and 1 tokens
     assert metrics["truncated"] == 3.0 and [r["truncated"] for r in records] == [True, True, False, True]
@@ -511,13 +527,16 @@ def test_generation_cuts_at_stop_strings_and_writes_predictions(tmp_path):
         document = prompt.rsplit("Article: ", 1)[-1].removesuffix(" ==> Short summary:")
         return f" {summaries[document]} <br><br> Article: something else"
 
-    model = FakeModel(reply=reply)
+    model = FakeModel(reply=reply, scores=lambda prompt, continuation: -0.5 * len(continuation))
     tasks = resolve_tasks([{"name": "summarization", "path": str(path), "max_new_tokens": 40}])
     results = evaluate(model, tasks, tmp_path / "out", progress=False)
-    assert results == {"summarization_news": {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "examples": 3.0,
+    # The gold summaries are scored as continuations of the 1-shot and the 0-shot prompt: equal scores, no gain.
+    assert results == {"summarization_news": {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0,
+                                              "gold_ll_per_byte": -0.5, "icl_gain_per_byte": 0.0, "examples": 3.0,
                                               "truncated": 0.0}}
-    assert model.max_new_tokens == [40]
+    assert model.max_new_tokens == [40] and model.stops == [("<br>",)]  # the task's stop strings reach the model
     assert all(r.inputs[0] == CLM and r.target_prefix == () and r.continuation == () for r in model.generated)
+    assert [model.decode(r.continuation) for r in model.scored] == [r["summary"] for r in rows] * 2
     records = [json.loads(line) for line in (tmp_path / "out" / "summarization_news.predictions.jsonl")
                .read_text().splitlines()]
     assert [r["prediction"] for r in records] == [r["summary"] for r in rows]
@@ -525,16 +544,18 @@ def test_generation_cuts_at_stop_strings_and_writes_predictions(tmp_path):
     assert records[0]["prompt"].endswith("Article: Article number 0 is about topic 0. ==> Short summary:")
 
     # max_new_tokens bounds what the model may return: cut before the stop string, the prediction differs.
-    short = FakeModel(reply=reply)
+    short = FakeModel(reply=reply, scores=lambda prompt, continuation: -1.0)
     tasks = resolve_tasks([{"name": "summarization", "path": str(path), "max_new_tokens": 4}])
     results = evaluate(short, tasks, None, progress=False)
     assert short.max_new_tokens == [4] and results["summarization_news"]["rouge1"] < 100.0
 
 
 def test_generation_in_denoising_mode_and_truncation(tmp_path, flores):
-    model = FakeModel(max_positions=50, reply=lambda prompt: "Good morning; Sentence:")
+    model = FakeModel(max_positions=50, reply=lambda prompt: "Good morning; Sentence:",
+                      scores=lambda prompt, continuation: -1.0)
     cfg = resolve_tasks([{"preset": "flores_de_en", "mode": "denoising", "max_new_tokens": 16}])["flores_de_en"]
-    metrics, records = evaluate_task(model, "flores_de_en", cfg, flores, progress=False)
+    result = evaluate_task(model, "flores_de_en", cfg, flores, progress=False)
+    metrics, records = result.metrics, result.records
     # Encoder-decoder in denoising mode: the prompt and the new tokens share the decoder, 50 - 16 = 34 tokens.
     assert metrics["truncated"] == 2.0 and [r["truncated"] for r in records] == [True, True]
     for request, example in zip(model.generated, records):
@@ -543,8 +564,13 @@ def test_generation_in_denoising_mode_and_truncation(tmp_path, flores):
     assert [r["prediction"] for r in records] == ["Good morning", "Good morning"]
     assert [r["reference"] for r in records] == ["Good morning.", "Thank you."]
     assert [r["source"] for r in records] == ["Guten Morgen.", "Danke schön."]  # the item's fields come along
-    assert set(metrics) == {"chrf++", "bleu", "examples", "truncated"}
+    assert set(metrics) == {"chrf++", "bleu", "gold_ll_per_byte", "icl_gain_per_byte", "examples", "truncated"}
+    assert result.aggregates == {"chrf++": "chrf", "bleu": "bleu:13a", "gold_ll_per_byte": "ratio",
+                                 "icl_gain_per_byte": "ratio"}
     assert 0 < metrics["chrf++"] < 100
+    # The references, scored after the denoising prompt like a ranking candidate: 50 - 4 tokens of the gold.
+    gold = [r for r in model.scored if r.continuation == tuple(ids("Good morning."))][0]
+    assert gold.inputs == gold.target_prefix == tuple(ids(records[0]["prompt"][-(50 - len("Good morning.")):]))
 
 
 def test_a_task_without_test_examples_is_a_data_error(tmp_path, flores):
@@ -559,7 +585,9 @@ def test_a_task_without_test_examples_is_a_data_error(tmp_path, flores):
 
 def test_several_tasks_write_one_prediction_file_each(tmp_path, flores):
     rows = qa_dataset(flores)
-    model = FakeModel(scores=qa_scores(rows), reply=lambda prompt: "x")
+    qa = qa_scores(rows)
+    model = FakeModel(scores=lambda prompt, c: qa(prompt, c) if prompt.startswith("Q:") else -1.0,
+                      reply=lambda prompt: "x")
     tasks = resolve_tasks([qa_task(), {"preset": "flores_de_en", "max_new_tokens": 3}])
     results = evaluate(model, tasks, tmp_path / "out", data_root=flores, progress=False)
     assert list(results) == ["qa", "flores_de_en"]

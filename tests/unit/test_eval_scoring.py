@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from seqlab.errors import DataError
-from seqlab.evaluation.harness import Budget, build_request
+from seqlab.evaluation.likelihood import Budget, build_request
 from seqlab.evaluation.model import SeqlabModel, TokenRequest
 from seqlab.experiment import resource_path
 from seqlab.registry import ARCHITECTURES, load_plugins

@@ -186,6 +186,30 @@ def test_eos_stops_a_row_pads_the_rest_and_ends_the_batch(arch, use_cache):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_stop_check_ends_rows_like_eos(arch, use_cache):
+    """Rows the check declares done keep the token that made them done, are padded after it and stop counting;
+    the batch ends with its last row, long before max_new_tokens."""
+    model, (ids, lengths) = make(arch), prompts()
+    free = generate(model, ids, lengths, GenerationConfig(max_new_tokens=12, **NO_EOS)).tokens
+    ends = [3, 4, 5, 1]  # the step after which each row is done
+    seen = []
+
+    def stop(tokens: torch.Tensor) -> torch.Tensor:
+        seen.append(tokens.clone())
+        return torch.tensor([tokens.shape[1] >= n for n in ends])
+
+    out = generate(model, ids, lengths, GenerationConfig(max_new_tokens=12, pad_id=V + 1, use_cache=use_cache,
+                                                         **NO_EOS), stop=stop)
+    assert out.lengths.tolist() == ends and out.tokens.shape == (4, 5) and len(seen) == 5
+    for row, n in enumerate(ends):
+        assert torch.equal(out.tokens[row, :n], free[row, :n])
+        assert (out.tokens[row, n:] == V + 1).all()
+    assert torch.equal(seen[-1], out.tokens)  # the check sees the tokens so far, padding after done rows
+    assert [s.shape[1] for s in seen] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_max_new_tokens_is_respected_and_bounded_by_positions(arch):
     model, (ids, lengths) = make(arch), prompts()
     out = generate(model, ids, lengths, GenerationConfig(max_new_tokens=5, **NO_EOS))

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from seqlab.errors import DataError, SeqlabError
-from seqlab.evaluation.model import TokenRequest, batches_by_length, group_by, pad_rows, strip_eos
+from seqlab.evaluation.model import StopStrings, TokenRequest, batches_by_length, group_by, pad_rows, strip_eos
 
 try:
     from transformers import (
         AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, PreTrainedModel,
-        PreTrainedTokenizerBase,
+        PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList,
     )
 except ModuleNotFoundError as err:
     raise SeqlabError("evaluating Hugging Face models needs the transformers package: "
@@ -32,6 +32,17 @@ NO_LIMIT = 10 ** 9  # a tokenizer's model_max_length at or above this means "not
 
 def _as_list(ids: int | list[int] | None) -> list[int]:
     return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+
+
+class _NewTokensStop(StoppingCriteria):
+    """transformers' view of a StopStrings check: it sees every id so far, the check only the new ones."""
+
+    def __init__(self, check: StopStrings, start: int):
+        self.check = check
+        self.start = start  # columns of input_ids before the first new token
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor | None, **kwargs) -> torch.BoolTensor:
+        return self.check(input_ids[:, self.start:])
 
 
 class HFModel:
@@ -147,7 +158,11 @@ class HFModel:
         return out
 
     @torch.inference_mode()
-    def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int) -> list[list[int]]:
+    def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int,
+                 stop: Sequence[str] = ()) -> list[list[int]]:
+        """Stop strings are checked on the decoded new tokens after every step, as SeqlabModel does (the same
+        decoding as `decode`), rather than by transformers' `stop_strings`, which matches against the vocabulary's
+        token strings and could stop a row at a different token."""
         out: list[list[int]] = [[] for _ in requests]
 
         def group_of(r: TokenRequest) -> int:
@@ -159,19 +174,24 @@ class HFModel:
         for idx in batches_by_length(requests, self.batch_size, key=lambda r: (group_of(r), len(r.inputs))):
             for group in group_by(idx, lambda i: group_of(requests[i])):
                 reqs = [requests[i] for i in group]
+                check = StopStrings(self.decode, stop, len(group), self.eos_ids) if any(stop) else None
                 if self.encoder_decoder:
                     inputs, lengths = pad_rows([r.inputs for r in reqs], self.pad_id)
                     decoder = np.array([(self.start_id, *r.target_prefix) for r in reqs], dtype=np.int64)
-                    tokens = self.model.generate(input_ids=self._tensor(inputs),
-                                                 attention_mask=self._tensor(_mask(lengths)),
-                                                 decoder_input_ids=self._tensor(decoder),
-                                                 generation_config=self._greedy(max_new_tokens))[:, decoder.shape[1]:]
+                    start = decoder.shape[1]
+                    kwargs = {"input_ids": self._tensor(inputs), "attention_mask": self._tensor(_mask(lengths)),
+                              "decoder_input_ids": self._tensor(decoder)}
                 else:
                     prompt = np.array([r.inputs + r.target_prefix for r in reqs], dtype=np.int64)
-                    tokens = self.model.generate(input_ids=self._tensor(prompt),
-                                                 attention_mask=self._tensor(np.ones_like(prompt)),
-                                                 generation_config=self._greedy(max_new_tokens))[:, prompt.shape[1]:]
-                for i, row in zip(group, self._until_eos(tokens.cpu())):
+                    start = prompt.shape[1]
+                    kwargs = {"input_ids": self._tensor(prompt), "attention_mask": self._tensor(np.ones_like(prompt))}
+                criteria = StoppingCriteriaList([_NewTokensStop(check, start)] if check is not None else [])
+                tokens = self.model.generate(**kwargs, generation_config=self._greedy(max_new_tokens),
+                                             stopping_criteria=criteria)[:, start:]
+                rows = self._until_eos(tokens.cpu())
+                if check is not None:  # a stopped row is padded after its stop token, or runs on without an EOS id
+                    rows = [row[:n] if n >= 0 else row for row, n in zip(rows, check.lengths.tolist())]
+                for i, row in zip(group, rows):
                     out[i] = row
         return out
 

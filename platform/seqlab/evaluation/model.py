@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -45,8 +45,10 @@ class EvalModel(Protocol):
     def score(self, requests: Sequence[TokenRequest]) -> np.ndarray:
         """(n,) float64: sum of log p(continuation | inputs, target_prefix), teacher-forced."""
 
-    def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int) -> list[list[int]]:
-        """Greedy continuation of each request's target prefix, EOS and what follows dropped."""
+    def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int,
+                 stop: Sequence[str] = ()) -> list[list[int]]:
+        """Greedy continuation of each request's target prefix, EOS and what follows dropped. A row also ends
+        with the token after which its decoded text contains one of the `stop` strings (that token kept)."""
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +74,31 @@ def strip_eos(tokens: np.ndarray, lengths: np.ndarray, eos_id: int) -> list[list
         row = row[:n]
         out.append(row[:-1] if row and row[-1] == eos_id else row)
     return out
+
+
+class StopStrings:
+    """Which rows of a generating batch are done: their new tokens contain an EOS id, or their decoded text
+    contains a stop string. Called after every step with the new tokens so far (B, n); decodes only the rows
+    not yet done (those after EOS or a stop string have nothing more to say)."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str], rows: int,
+                 eos_ids: Sequence[int]):
+        self.decode = decode
+        self.stop = [s for s in stop if s]  # "" would be in every text
+        self.eos_ids = set(eos_ids)
+        self.done = np.zeros(rows, dtype=bool)  # (B,)
+        self.lengths = np.full(rows, -1, dtype=np.int64)  # (B,) tokens up to the stop string; -1: none found
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        rows = tokens.tolist()  # (B, n)
+        for b in np.flatnonzero(~self.done):
+            row = rows[b]
+            if self.eos_ids.intersection(row):  # ended by EOS: the generation loop already knows
+                self.done[b] = True
+            elif any(s in self.decode(row) for s in self.stop):
+                self.done[b] = True
+                self.lengths[b] = len(row)
+        return torch.from_numpy(self.done.copy()).to(tokens.device)
 
 
 class SeqlabModel:
@@ -141,7 +168,8 @@ class SeqlabModel:
         return out
 
     @torch.inference_mode()
-    def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int) -> list[list[int]]:
+    def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int,
+                 stop: Sequence[str] = ()) -> list[list[int]]:
         out: list[list[int]] = [[] for _ in requests]
         pad = self.tokenizer.pad_id
         # One forced-prefix length per batch (generation moves every row in lockstep): group by it first.
@@ -149,9 +177,11 @@ class SeqlabModel:
             for group in group_by(idx, lambda i: len(requests[i].target_prefix)):
                 inputs, lengths = pad_rows([requests[i].inputs for i in group], pad)
                 prefix = np.array([requests[i].target_prefix for i in group], dtype=np.int64).reshape(len(group), -1)
+                # Asked only when there are stop strings: an architecture need not know the keyword otherwise.
+                check = {"stop": StopStrings(self.decode, stop, len(group), [EOS_ID])} if any(stop) else {}
                 tokens, counts = self.model.generate(torch.from_numpy(inputs).to(self.device),
                                                      torch.from_numpy(lengths).to(self.device), max_new_tokens,
-                                                     torch.from_numpy(prefix).to(self.device))
+                                                     torch.from_numpy(prefix).to(self.device), **check)
                 for i, row in zip(group, strip_eos(tokens.cpu().numpy(), counts.cpu().numpy(), EOS_ID)):
                     out[i] = row
         return out

@@ -37,7 +37,8 @@ class Example:
 
 class EvalTask(Protocol):
     """Built by `EVAL_TASKS.build(cfg)`. Ranking tasks need only `examples`: the harness scores candidates and
-    computes accuracy. Generation tasks also give `max_new_tokens`, `stop` and `metrics`."""
+    computes accuracy. Generation tasks also give `max_new_tokens`, `stop` and `example_stats`. The harness adds
+    the likelihood metrics of the gold answer (per byte, and its gain from the shots) to every task."""
 
     cfg: EvalTaskConfig
     label: str  # default name in scores (a preset's name wins)
@@ -50,8 +51,10 @@ class GenerationTask(EvalTask, Protocol):
     max_new_tokens: int  # the most tokens a prediction may have
     stop: Sequence[str]  # a prediction ends before the first of these strings
 
-    def metrics(self, examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, float]:
-        """Corpus metrics of the predictions, one per reference."""
+    def example_stats(self, examples: Sequence[Example],
+                      predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:
+        """metric -> (aggregate, one row of sufficient statistics per example): how the corpus metric of the
+        predictions, one per reference, is computed from the rows' sum (see seqlab.evaluation.aggregates)."""
 
 
 def render(template: str, values: Mapping[str, Any], key: str) -> str:

@@ -1,7 +1,7 @@
 """`decoder_only`: a GPT-style baseline (pre-LN, learned positions, GELU) with causal or prefix-LM attention."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -152,17 +152,27 @@ class DecoderOnly(nn.Module):
         return label_logprobs(self.hidden(ids, mask), self.head, batch["labels"])
 
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
-                 target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy continuation (B, N) and its lengths (B,); see generation.generate."""
+                 target_prefix: torch.Tensor | None = None,
+                 stop: Optional[object] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy continuation (B, N) and its lengths (B,); `stop` is a generation.StopCheck, rows it declares
+        done end early. See generation.generate."""
         from seqlab_plugins.architectures.generation import greedy  # generation imports this module
 
-        return greedy(self, input_ids, input_lengths, max_new_tokens, target_prefix)
+        return greedy(self, input_ids, input_lengths, max_new_tokens, target_prefix, stop)
 
     def export_hf(self, tokenizer: Tokenizer, out_dir: str | Path, source: str) -> Path:
         """Write this model in the Hugging Face GPT-2 layout, with a tokenizer transformers can load."""
         from seqlab_plugins.architectures.export import export_model  # transformers is an optional dependency
 
         return export_model(self, self.cfg, tokenizer, out_dir, source=source)
+
+    @classmethod
+    def scaled(cls, cfg: DecoderOnlyConfig, width: float, depth: float) -> DecoderOnlyConfig:
+        """This config `width` times wider (heads kept, d_model a multiple of them) and `depth` times deeper:
+        a rung of a size ladder."""
+        d_model = max(cfg.n_heads, round(cfg.d_model * width / cfg.n_heads) * cfg.n_heads)
+        return replace(cfg, d_model=d_model, d_ff=None if cfg.d_ff is None else max(1, round(cfg.d_ff * width)),
+                       n_layers=max(1, round(cfg.n_layers * depth)))
 
     @classmethod
     def parameter_count(cls, cfg: DecoderOnlyConfig, vocab_size: int) -> ParameterCount:

@@ -1,14 +1,15 @@
 """Text generation for both architectures: greedy decoding or sampling (temperature, top-k, top-p), batched
 over prompts of different lengths, with a key/value cache.
 
-Every row generates in lockstep, one token per step. A row that emits EOS keeps it and is padded from then on;
-the batch stops when every row is done or after max_new_tokens. `use_cache=False` recomputes the whole
-sequence every step through the models' training-path forward: the reference the cached path must match.
+Every row generates in lockstep, one token per step. A row that emits EOS, or that a `stop` check declares
+done, keeps that token and is padded from then on; the batch stops when every row is done or after
+max_new_tokens. `use_cache=False` recomputes the whole sequence every step through the models' training-path
+forward: the reference the cached path must match.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,11 @@ class GenerationConfig:
 
 class Generated(NamedTuple):
     tokens: torch.Tensor  # (B, N) int64 new tokens, N <= max_new_tokens; a row's EOS is kept, pad after it
-    lengths: torch.Tensor  # (B,) int64: tokens each row generated, its EOS included
+    lengths: torch.Tensor  # (B,) int64: tokens each row generated, its EOS (or the token that stopped it) included
+
+
+# Rows' new tokens so far (B, n) -> (B,) bool: which rows are done (e.g. their text reached a stop string).
+StopCheck = Callable[[torch.Tensor], torch.Tensor]
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -189,14 +194,16 @@ def append_rows(ids: torch.Tensor, lengths: torch.Tensor, suffix: torch.Tensor) 
 
 @torch.inference_mode()
 def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Tensor, cfg: GenerationConfig,
-             generator: torch.Generator | None = None, target_prefix: torch.Tensor | None = None) -> Generated:
+             generator: torch.Generator | None = None, target_prefix: torch.Tensor | None = None,
+             stop: StopCheck | None = None) -> Generated:
     """Continue right-padded prompts input_ids (B, W) of input_lengths (B,) tokens each.
 
     seq2seq: the prompts are the encoder input. decoder-only: the prompts are the prefix. target_prefix (B, P),
     one length for every row, is forced at the start of the output and not returned: the decoder (or, for a
     decoder-only model, the causal part) starts from it, e.g. the prompt again in AlexaTM's denoising mode.
-    The model runs in eval mode (dropout would make cached and uncached decoding differ) and is put back as
-    it was.
+    `stop`, when given, is called after every step with the new tokens so far (B, n), padding after done rows;
+    a row it returns True for is done like a row that emitted EOS, the token just generated kept. The model
+    runs in eval mode (dropout would make cached and uncached decoding differ) and is put back as it was.
     """
     if input_ids.dim() != 2 or input_lengths.shape != input_ids.shape[:1]:
         raise ValueError(f"input_ids must be (B, W) and input_lengths (B,); got {tuple(input_ids.shape)} "
@@ -229,16 +236,20 @@ def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Ten
             lengths += ~done
             if cfg.eos_id is not None:
                 done |= new == cfg.eos_id
-                if bool(done.all()):
-                    break
+            if stop is not None:
+                done |= stop(torch.stack(out, dim=1)).to(done.device)
+            # Without EOS or stop check no row ends early: no need to wait for the device every step.
+            if (cfg.eos_id is not None or stop is not None) and bool(done.all()):
+                break
         return Generated(torch.stack(out, dim=1), lengths)
     finally:
         model.train(was_training)
 
 
 def greedy(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
-           target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           target_prefix: torch.Tensor | None = None,
+           stop: StopCheck | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The architectures' `generate`: greedy decoding, the paper's in every few-shot evaluation."""
     out = generate(model, input_ids, input_lengths, GenerationConfig(max_new_tokens=max_new_tokens),
-                   target_prefix=target_prefix)
+                   target_prefix=target_prefix, stop=stop)
     return out.tokens, out.lengths

@@ -1,7 +1,7 @@
 """`seq2seq`: the paper's encoder-decoder: pre-LN throughout, learned positions, GELU, attention with biases."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -175,17 +175,28 @@ class Seq2Seq(nn.Module):
         return label_logprobs(self.decode(batch["decoder_input_ids"], memory, mask), self.head, batch["labels"])
 
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
-                 target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy continuation (B, N) and its lengths (B,); see generation.generate."""
+                 target_prefix: torch.Tensor | None = None,
+                 stop: Optional[object] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy continuation (B, N) and its lengths (B,); `stop` is a generation.StopCheck, rows it declares
+        done end early. See generation.generate."""
         from seqlab_plugins.architectures.generation import greedy  # generation imports this module
 
-        return greedy(self, input_ids, input_lengths, max_new_tokens, target_prefix)
+        return greedy(self, input_ids, input_lengths, max_new_tokens, target_prefix, stop)
 
     def export_hf(self, tokenizer: Tokenizer, out_dir: str | Path, source: str) -> Path:
         """Write this model in the Hugging Face MBart layout, with a tokenizer transformers can load."""
         from seqlab_plugins.architectures.export import export_model  # transformers is an optional dependency
 
         return export_model(self, self.cfg, tokenizer, out_dir, source=source)
+
+    @classmethod
+    def scaled(cls, cfg: Seq2SeqConfig, width: float, depth: float) -> Seq2SeqConfig:
+        """This config `width` times wider (heads kept, d_model a multiple of them) and `depth` times deeper
+        (both stacks): a rung of a size ladder."""
+        d_model = max(cfg.n_heads, round(cfg.d_model * width / cfg.n_heads) * cfg.n_heads)
+        return replace(cfg, d_model=d_model, d_ff=None if cfg.d_ff is None else max(1, round(cfg.d_ff * width)),
+                       encoder_layers=max(1, round(cfg.encoder_layers * depth)),
+                       decoder_layers=max(1, round(cfg.decoder_layers * depth)))
 
     @classmethod
     def parameter_count(cls, cfg: Seq2SeqConfig, vocab_size: int) -> ParameterCount:

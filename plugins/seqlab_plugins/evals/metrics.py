@@ -1,4 +1,5 @@
-"""Corpus metrics shared by the eval tasks: BLEU, chrF++, ROUGE-1/2/L over token sequences, accuracy.
+"""Corpus metrics shared by the eval tasks: BLEU, chrF++, ROUGE-1/2/L over token sequences, accuracy; and
+their per-example sufficient statistics, whose sums give back the corpus score (see seqlab.evaluation.aggregates).
 
 Every score is on a 0-100 scale, like sacrebleu's, so reports can put them side by side.
 """
@@ -11,6 +12,7 @@ import numpy as np
 import sacrebleu
 
 from seqlab.errors import require
+from seqlab.evaluation.aggregates import bleu_metric, chrf_metric
 
 # BLEU counts n-grams of *words*, so the score depends on how a sentence is split into words: numbers are
 # only comparable when computed with the same tokenizer (sacrebleu's signature records it for that reason;
@@ -52,6 +54,20 @@ def chrf_pp(predictions: list[str], references: list[str]) -> float:
     return float(sacrebleu.corpus_chrf(predictions, [references], word_order=2).score)
 
 
+def chrf_pp_stats(predictions: list[str], references: list[str]) -> list[list[int]]:
+    """chrF++ sentence statistics, 24 counts per example; scored from their sum they give `chrf_pp`."""
+    _check_pairs(predictions, references)
+    return chrf_metric()._extract_corpus_statistics(predictions, [references])
+
+
+def bleu_stats(predictions: list[str], references: list[str], target_language: str,
+               tokenize: str | None = None) -> list[list[int]]:
+    """BLEU sentence statistics (lengths, then matching and total n-grams), 10 per example, under the tokenizer
+    `bleu` uses; scored from their sum they give `bleu`."""
+    _check_pairs(predictions, references)
+    return bleu_metric(bleu_tokenizer(target_language, tokenize))._extract_corpus_statistics(predictions, [references])
+
+
 def _f1(overlap: int, n_prediction: int, n_reference: int) -> float:
     # 2PR/(P+R) with P = overlap/n_prediction and R = overlap/n_reference simplifies to this; an empty side
     # has no overlap, so it scores 0 without a special case.
@@ -90,6 +106,17 @@ def lcs_length(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
     return int(prev[-1])
 
 
+def rouge_f1s(predictions: list[Sequence[Hashable]], references: list[Sequence[Hashable]]) -> dict[str, list[float]]:
+    """Each example's ROUGE-1, ROUGE-2 and ROUGE-L F1, in [0, 1]; see `rouge`."""
+    _check_pairs(predictions, references)
+    out: dict[str, list[float]] = {"rouge1": [], "rouge2": [], "rougeL": []}
+    for prediction, reference in zip(predictions, references):
+        out["rouge1"].append(_ngram_f1(prediction, reference, 1))
+        out["rouge2"].append(_ngram_f1(prediction, reference, 2))
+        out["rougeL"].append(_f1(lcs_length(prediction, reference), len(prediction), len(reference)))
+    return out
+
+
 def rouge(predictions: list[Sequence[Hashable]], references: list[Sequence[Hashable]]) -> dict[str, float]:
     """ROUGE-1, ROUGE-2 and ROUGE-L F1 over token sequences, averaged over examples, on a 0-100 scale.
 
@@ -99,14 +126,8 @@ def rouge(predictions: list[Sequence[Hashable]], references: list[Sequence[Hasha
     the model actually generates, so scores are comparable across languages. ROUGE-L is the sentence-level
     LCS score, not the summary-level ROUGE-Lsum. An empty prediction or reference scores 0 on every measure.
     """
-    _check_pairs(predictions, references)
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for prediction, reference in zip(predictions, references):
-        totals["rouge1"] += _ngram_f1(prediction, reference, 1)
-        totals["rouge2"] += _ngram_f1(prediction, reference, 2)
-        totals["rougeL"] += _f1(lcs_length(prediction, reference), len(prediction), len(reference))
     # Mean of per-example F1 (macro average), as the reference rouge-score implementation aggregates.
-    return {name: 100.0 * total / len(predictions) for name, total in totals.items()}
+    return {name: 100.0 * sum(values) / len(predictions) for name, values in rouge_f1s(predictions, references).items()}
 
 
 def accuracy(predicted: Sequence[int], gold: Sequence[int]) -> float:

@@ -17,10 +17,11 @@ from omegaconf import MISSING
 
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
+from seqlab.evaluation.aggregates import RATIO
 from seqlab.evaluation.tasks import Example, data_path, few_shot_prompt, pick_shots
 from seqlab.registry import EVAL_TASKS
 from seqlab.tokenizer import Tokenizer
-from seqlab_plugins.evals.metrics import rouge
+from seqlab_plugins.evals.metrics import rouge_f1s
 
 LAYOUT = "a JSONL file, one object per line with the document and summary fields (task.document_field, " \
          "task.summary_field)"
@@ -93,5 +94,7 @@ class Summarization:
             out.append(Example(id=item["id"], prompt=prompt, reference=item["summary"]))
         return out
 
-    def metrics(self, examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, float]:
-        return rouge(self.pieces.encode(list(predictions)), self.pieces.encode([ex.reference for ex in examples]))
+    def example_stats(self, examples: Sequence[Example],
+                      predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:
+        f1s = rouge_f1s(self.pieces.encode(list(predictions)), self.pieces.encode([ex.reference for ex in examples]))
+        return {name: (RATIO, [[100.0 * f1, 1.0] for f1 in values]) for name, values in f1s.items()}

@@ -11,9 +11,10 @@ from typing import List, Sequence
 
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
+from seqlab.evaluation.aggregates import CHRF, bleu_aggregate
 from seqlab.evaluation.tasks import Example, data_path, few_shot_prompt, pick_shots
 from seqlab.registry import EVAL_TASKS
-from seqlab_plugins.evals.metrics import bleu, bleu_tokenizer, chrf_pp
+from seqlab_plugins.evals.metrics import bleu_stats, bleu_tokenizer, chrf_pp_stats
 
 # The paper's 12 languages: ISO 639-1 code -> (FLORES-200 file stem, English name for prompts).
 LANGUAGES = {
@@ -87,10 +88,12 @@ class Translation:
                                fields={"source": item["source"]}))
         return out
 
-    def metrics(self, examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, float]:
-        references = [ex.reference for ex in examples]
-        return {"chrf++": chrf_pp(predictions, references),
-                "bleu": bleu(predictions, references, self.cfg.target, self.cfg.bleu_tokenize)}
+    def example_stats(self, examples: Sequence[Example],
+                      predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:
+        predictions, references = list(predictions), [ex.reference for ex in examples]
+        tokenize = bleu_tokenizer(self.cfg.target, self.cfg.bleu_tokenize)
+        return {"chrf++": (CHRF, chrf_pp_stats(predictions, references)),
+                "bleu": (bleu_aggregate(tokenize), bleu_stats(predictions, references, self.cfg.target, tokenize))}
 
 
 # The paper's directions: every language into and out of English.
