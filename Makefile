@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo compare test bench profile tokenizer clean
+.PHONY: demo compare study test bench profile tokenizer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ demo: $(STAMP)
 # holding flores200/, sib200/ and xcopa/ to evaluate both on the paper's tasks.
 compare: $(STAMP)
 	$(BIN)/seqlab compare
+
+# The default study: three sizes x two seeds, each pair trained to equal FLOPs, with intervals and verdicts.
+# With ../shared/data beside the repository it trains on NTREX-128, TICO-19, lingua and UDHR text and evaluates
+# on FLORES-200, SIB-200 and XCOPA; without it, on the embedded corpus, without evaluation.
+SHARED_DATA := $(abspath ../shared/data)
+study: $(STAMP)
+	if [ -d "$(SHARED_DATA)" ]; then \
+		SEQLAB_EVAL_DATA=$${SEQLAB_EVAL_DATA:-$(SHARED_DATA)} $(BIN)/seqlab compare -m experiment=study data=study; \
+	else \
+		$(BIN)/seqlab compare -m experiment=study; \
+	fi
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,5 @@
-"""The `seqlab` command: train and compare (Hydra), eval, plugins, info, export, tokenizer train, data prepare."""
+"""The `seqlab` command: train and compare (Hydra), eval, report, plugins, info, export, tokenizer train, data
+prepare."""
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,18 @@ Each run writes its resolved config, checkpoints and metrics under its output di
 COMPARE_HELP = """\
 usage: seqlab compare [-m] [KEY=VALUE ...] [HYDRA OPTIONS]
 
-Train the model under study (`architecture`, default seq2seq_tiny) and a matched baseline on the same data,
-tokenizer, objective mixture, steps and seed; evaluate both; write a report (table, plots, configs).
+Train the model under study (`architecture`, default seq2seq_tiny) and a matched baseline to the same budget
+(compare.budget: flops, tokens or steps) at every size of compare.sizes, on the same data, tokenizer, objective
+mixture and seed; evaluate both; write a report (intervals, paired verdicts, fits, plots, results.json).
   seqlab compare                                   the embedded default, a few minutes on CPU
+  seqlab compare compare.budget=tokens             equal tokens instead of equal training FLOPs
   seqlab compare compare.match=flops               baseline sized by training FLOPs instead of parameters
   seqlab compare compare.baseline=PRESET           a named baseline instead of a derived one
-  seqlab compare eval.data_root=DIR 'eval.tasks=[flores_de_en,xcopa_it]'
-  seqlab compare -m seed=0,1,2                     one report over seeds: mean and spread
+  seqlab compare 'compare.sizes=[{width: 0.5},{},{width: 2, steps: 600}]'     a size ladder
+  seqlab compare -m 'compare.size=range(3)' seed=0,1,2    every (size, seed) one job of a multirun
+  seqlab compare -m experiment=study               the default study on ../shared/data (see the README)
 Every key of `seqlab train` applies (objective=, data=, trainer=, optim.*, experiment=).
+`seqlab report DIR` renders the report again from finished jobs.
 """
 
 
@@ -98,6 +103,20 @@ def _compare(overrides: list[str]) -> int:
         print(f"seqlab compare: report written to {report}")
 
     return _hydra_command("compare", overrides, COMPARE_CONFIG, COMPARE_HELP, task)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from seqlab.errors import DataError
+    from seqlab.evaluation.report import write_report
+    from seqlab.evaluation.runs import RESULTS, load_jobs
+    from seqlab.registry import load_plugins
+
+    root = Path(args.dir)
+    if not root.is_dir() or not load_jobs(root):
+        raise DataError(f"{root}: no {RESULTS} of a finished `seqlab compare` job here or in its subfolders")
+    load_plugins(None)
+    print(f"seqlab report: report written to {write_report(root, args.bootstrap)}")
+    return 0
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -200,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     tok_train.add_argument("--lang", help="language of files that do not say (default: und)")
     tok_train.add_argument("--seed", type=int, default=0)
     tok_train.set_defaults(func=_tokenizer_train)
+
+    report = commands.add_parser("report", help="render a `seqlab compare` report again from finished jobs, "
+                                 "without training")
+    report.add_argument("dir", metavar="DIR", help="a compare job folder, or a multirun sweep folder of jobs")
+    report.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="resamples per interval")
+    report.set_defaults(func=_report)
 
     add_data_commands(commands)
     return parser

@@ -13,6 +13,7 @@ import yaml
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from seqlab.budget import FlopCounter
 from seqlab.callbacks import standard_callbacks
 from seqlab.config import RunConfig
 from seqlab.data.loader import StreamSpec
@@ -121,7 +122,9 @@ def train(run: RunConfig, run_dir: Path) -> pl.Trainer:
     pl.seed_everything(run.seed, workers=True, verbose=False)
     resume = resolve_resume(run.resume, run_dir)
     parts = build_components(run)
-    callbacks = []
+    callbacks: list[pl.Callback] = []
+    if hasattr(ARCHITECTURES.get(run.architecture.name).factory, "training_flops"):
+        callbacks.append(FlopCounter(run.architecture, parts.tokenizer.vocab_size))
     if run.eval.every_n_steps is not None and run.eval.tasks:
         callbacks.append(PeriodicEval(run.eval, parts.tokenizer, run.architecture, run_dir))
     trainer = build_trainer(run, run_dir, parts.strategy, callbacks, resume_step=resume.step if resume else None)

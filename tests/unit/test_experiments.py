@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from seqlab.config import RunConfig
 from seqlab.errors import ConfigError
@@ -49,11 +50,29 @@ def test_experiment_folder_has_presets_and_experiments():
         assert list((root / group).glob("*.yaml")), f"experiments/{group}/ has no YAML"
 
 
+def _compare_experiment(overrides: list[str]) -> bool:
+    """An experiment file for `seqlab compare` (it sets `compare.*`), composed over compare.yaml."""
+    group, _, name = overrides[0].partition("=")
+    path = experiments_dir() / group / f"{name}.yaml"
+    return group == "experiment" and "compare" in (yaml.safe_load(path.read_text()) or {})
+
+
 @pytest.mark.parametrize("overrides", _overrides_for_every_file(), ids=lambda o: o[0])
 def test_every_experiment_file_composes_and_instantiates(overrides, tmp_path, monkeypatch):
     # data=study reads its root from the variable that also points the evaluation at its data.
     monkeypatch.setenv("SEQLAB_EVAL_DATA", str(_public_data_root(tmp_path)))
-    run = to_run_config(compose_config(overrides))
+    if _compare_experiment(overrides):
+        from hydra import compose, initialize_config_dir
+
+        from seqlab.evaluation.compare import COMPARE_CONFIG, CompareRunConfig, register_compare_schema
+
+        compose_config()  # plugins and core schemas
+        register_compare_schema()
+        with initialize_config_dir(config_dir=str(experiments_dir()), version_base=None):
+            run = to_run_config(compose(config_name=COMPARE_CONFIG, overrides=[*overrides, "data=study"]))
+        assert isinstance(run, CompareRunConfig) and run.compare.sizes
+    else:
+        run = to_run_config(compose_config(overrides))
     assert isinstance(run, RunConfig)
     _instantiate(run)
 

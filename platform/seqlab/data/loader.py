@@ -73,5 +73,8 @@ class PackedBatches(IterableDataset):
             features = self.objective(rows, rng)
             batch = self.converter(features)
             batch["objective"] = torch.from_numpy(features.objective)
+            # Model-neutral lengths, kept on the host (a numpy array is not moved to the device): what the
+            # FLOP accounting of the batch needs, whichever architecture trains on it.
+            batch["feature_lengths"] = np.stack([features.input_lengths, features.target_lengths])  # (2, B)
             batch["sampler_state"] = state
             yield batch

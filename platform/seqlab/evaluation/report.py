@@ -1,122 +1,128 @@
-"""The `seqlab compare` report: one table and two plots, over one run or many seeds.
+"""The `seqlab compare` report: `report.md`, `results.json`, plots and configs, rendered from finished jobs.
 
-Every number comes from a job's results.json, which is built from the runs' own logs (metrics.csv) and
-accounting, so the report can always be traced back to them.
+Every number in report.md is formatted from `results.json` (which `study.analyse` computes from the jobs'
+results and the runs' own logs and predictions), so the report can always be traced back to them. `seqlab
+report DIR` renders it again from a job or sweep folder without training.
 """
 from __future__ import annotations
 
-import csv
+import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
+from seqlab.evaluation.runs import load_jobs
+from seqlab.evaluation.study import ROLES, analyse
+from seqlab.train import RESOLVED_CONFIG
 
-VAL_PREFIX = "val/loss"
-
-
-def read_metrics(path: Path, flops_per_step: float) -> dict[str, Any]:
-    """A run's metrics.csv -> its final validation losses, tokens seen, and the validation curves against
-    steps, tokens and training FLOPs (tokens at a validation step are interpolated between logged steps)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    token_rows = [(float(r["step"]), float(r["train/tokens_seen"])) for r in rows if r.get("train/tokens_seen")]
-    val_rows = [r for r in rows if r.get(VAL_PREFIX)]
-    names = sorted(k for k in (val_rows[0] if val_rows else {}) if k.startswith(VAL_PREFIX))
-    steps = np.array([float(r["step"]) for r in val_rows])
-    token_steps, tokens = (np.array(v) for v in zip(*token_rows)) if token_rows else (np.zeros(1), np.zeros(1))
-    curves = {"step": steps.tolist(), "tokens": np.interp(steps, token_steps, tokens).tolist(),
-              "flops": (steps * flops_per_step).tolist()}
-    curves.update({name: [float(r[name]) for r in val_rows] for name in names})
-    return {"tokens_seen": float(tokens[-1]), "val_final": {name: curves[name][-1] for name in names},
-            "curves": curves}
+REPORT_DIR = "report"
+UNIT_NAMES = {"flops": "training FLOPs", "tokens": "tokens", "steps": "steps"}
 
 
-def _stat(values: Sequence[float], fmt: str) -> str:
-    """One cell: the value, or mean ± sample standard deviation over seeds."""
-    if not values:
+def fmt(value: float | None, digits: int = 4) -> str:
+    """One number as the report prints it (results.json keeps it at full precision)."""
+    if value is None:
         return "-"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(float(np.mean(values)), fmt)} ± {format(float(np.std(values, ddof=1)), fmt)}"
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if abs(value) >= 1e6 or (value != 0 and abs(value) < 1e-3):
+        return f"{value:.3e}"
+    return f"{value:.{digits}f}"
 
 
-def table_rows(jobs: Sequence[dict], names: Sequence[str]) -> list[tuple[str, list[str]]]:
-    def values(name: str, get) -> list[float]:
-        out = []
-        for job in jobs:
-            try:
-                out.append(float(get(job["models"][name])))
-            except (KeyError, TypeError):
-                pass  # a job without that number (e.g. an eval task added later) is left out of the mean
-        return out
-
-    rows = [("parameters", lambda m: m["parameters"], ",.0f"),
-            ("non-embedding parameters", lambda m: m["non_embedding_parameters"], ",.0f"),
-            ("training FLOPs", lambda m: m["training_flops"], ".3e"),
-            ("FLOPs per example", lambda m: m["flops_per_example"], ".3e"),
-            ("tokens seen", lambda m: m["tokens_seen"], ",.0f"),
-            ("steps", lambda m: m["steps"], ",.0f")]
-    losses = sorted({k for job in jobs for m in job["models"].values() for k in m.get("val_final", {})})
-    rows += [(f"final {k}", lambda m, k=k: m["val_final"][k], ".4f") for k in losses]
-    evals = sorted({(t, k) for job in jobs for m in job["models"].values() for t, ms in m.get("eval", {}).items()
-                    for k in ms if k not in ("examples", "truncated")})
-    rows += [(f"{t} {k}", lambda m, t=t, k=k: m["eval"][t][k], ".2f") for t, k in evals]
-    return [(label, [_stat(values(n, get), fmt) for n in names]) for label, get, fmt in rows]
+def cell(interval: dict[str, float]) -> str:
+    if interval["low"] == interval["high"] == interval["estimate"]:
+        return fmt(interval["estimate"])
+    return f"{fmt(interval['estimate'])} [{fmt(interval['low'])}, {fmt(interval['high'])}]"
 
 
-def plot(jobs: Sequence[dict], names: Sequence[str], x_key: str, x_label: str, path: Path) -> None:
-    import matplotlib
+def size_table(size: dict[str, Any]) -> list[str]:
+    roles = size["roles"]
+    names = [f"{roles[r]['name']} ({r})" for r in ROLES]
+    lines = [f"| size {size['index']} | {names[0]} | {names[1]} | difference (model - baseline) | verdict |",
+             "|---|---|---|---|---|"]
 
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    def plain(label: str, key: str, digits: int = 0) -> str:
+        values = [roles[r][key] for r in ROLES]
+        shown = [f"{v:,.0f}" if digits == 0 else fmt(v) for v in values]
+        return f"| {label} | {shown[0]} | {shown[1]} | | |"
 
-    losses = sorted({k for job in jobs for m in job["models"].values() for k in m["curves"] if k.startswith(VAL_PREFIX)})
-    fig, axes = plt.subplots(1, max(len(losses), 1), figsize=(5 * max(len(losses), 1), 4), squeeze=False)
-    for ax, loss in zip(axes[0], losses):
-        for name in names:
-            curves = [job["models"][name]["curves"] for job in jobs if name in job["models"]]
-            n = min(len(c[loss]) for c in curves)
-            if n == 0:
-                continue
-            x = np.mean([c[x_key][:n] for c in curves], axis=0)
-            y = np.array([c[loss][:n] for c in curves])  # (seeds, points)
-            ax.plot(x, y.mean(axis=0), marker="o", label=f"{name} (n={len(curves)})")
-            if len(curves) > 1:  # the spread over seeds
-                ax.fill_between(x, y.min(axis=0), y.max(axis=0), alpha=0.2)
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(loss)
-        ax.set_title(loss)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    unit = UNIT_NAMES[size["unit"]]
+    lines += [plain("parameters", "parameters"), plain("non-embedding parameters", "non_embedding_parameters"),
+              f"| budget ({unit}) | {fmt(size['target'])} | {fmt(size['target'])} | | |",
+              f"| realised {unit} | {fmt(roles['model']['realised'])} | {fmt(roles['baseline']['realised'])} | | |",
+              f"| largest deviation from the budget | {roles['model']['budget_deviation']:.3%} | "
+              f"{roles['baseline']['budget_deviation']:.3%} | | |",
+              plain("steps", "steps"), plain("tokens seen", "tokens_seen"),
+              f"| training FLOPs | {fmt(roles['model']['flops_seen'])} | {fmt(roles['baseline']['flops_seen'])} | | |"]
+    for row in size["rows"]:
+        lines.append(f"| {row['metric']} | {cell(row['model'])} | {cell(row['baseline'])} | "
+                     f"{cell(row['difference'])} | {row['verdict']} |")
+    return lines
 
 
-def write_report(jobs: Sequence[dict], out_dir: Path, configs: dict[str, Path]) -> Path:
-    """report.md, loss_vs_flops.png, loss_vs_tokens.png and configs/ into out_dir; returns report.md's path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(jobs[-1]["models"])
-    seeds = sorted({job["seed"] for job in jobs})
-    roles = {name: jobs[-1]["models"][name]["role"] for name in names}
-    lines = [f"# seqlab compare: {' vs '.join(names)}", "",
-             f"Objective `{jobs[-1]['objective']}`; baseline matched by {jobs[-1]['match']}; "
-             f"{len(jobs)} run(s), seeds {seeds}" + (" (mean ± standard deviation over seeds)" if len(jobs) > 1 else "")
-             + ".", "",
-             "| | " + " | ".join(f"{n} ({roles[n]})" for n in names) + " |",
-             "|---|" + "---|" * len(names)]
-    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in table_rows(jobs, names)]
-    lines += ["", "Training FLOPs: steps x sequences per step x the mean forward+backward FLOPs of the objective's "
-              "examples (accounting beside each architecture).", "",
-              "![validation loss against training FLOPs](loss_vs_flops.png)", "",
-              "![validation loss against tokens seen](loss_vs_tokens.png)", "",
-              "Resolved configs: " + ", ".join(f"[{n}](configs/{n}.yaml)" for n in configs), ""]
-    plot(jobs, names, "flops", "training FLOPs", out_dir / "loss_vs_flops.png")
-    plot(jobs, names, "tokens", "tokens seen", out_dir / "loss_vs_tokens.png")
-    (out_dir / "configs").mkdir(exist_ok=True)
-    for name, path in configs.items():
-        shutil.copyfile(path, out_dir / "configs" / f"{name}.yaml")
-    report = out_dir / "report.md"
-    report.write_text("\n".join(lines))
+def multiplier_text(fit: dict[str, Any]) -> list[str]:
+    if not fit["available"]:
+        return [f"No compute multiplier: {fit['reason']}."]
+    m, b = fit["model_fit"], fit["baseline_fit"]
+    interval = ("no interval (too few distinct resamples)" if fit["low"] is None
+                else f"95% CI [{fmt(fit['low'])}, {fmt(fit['high'])}] over {fit['replicates']} resamples of sizes "
+                     f"and seeds")
+    label = " (extrapolated beyond the baseline's trained budgets)" if fit["extrapolated"] else ""
+    return [f"Fits of final {fit['metric']} against training FLOPs, L(C) = E + A * C^-alpha: model E = {fmt(m['E'])}, "
+            f"A = {fmt(m['A'])}, alpha = {fmt(m['alpha'])}; baseline E = {fmt(b['E'])}, A = {fmt(b['A'])}, "
+            f"alpha = {fmt(b['alpha'])}.", "",
+            f"**Compute multiplier: {fmt(fit['multiplier'])}**{label}, {interval}: the baseline needs that many times "
+            f"the model's {fmt(fit['budget'])} FLOPs to reach the model's loss there ({fmt(fit['model_loss'])}); "
+            f"above 1 the model is the more compute-efficient."]
+
+
+def summary(results: dict[str, Any]) -> list[str]:
+    """What the numbers support, in words: verdict counts per size, and the multiplier."""
+    lines = []
+    for size in results["sizes"]:
+        counts: dict[str, int] = {}
+        for row in size["rows"]:
+            counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+        told = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+        lines.append(f"- size {size['index']} ({len(size['seeds'])} seed(s), budget {fmt(size['target'])} "
+                     f"{UNIT_NAMES[size['unit']]}): {told}.")
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    names = {r: results["sizes"][0]["roles"][r]["name"] for r in ROLES} if results["sizes"] else {}
+    lines = [f"# seqlab compare: {names.get('model', '?')} vs {names.get('baseline', '?')}", "",
+             f"Objective `{results['objective']}`; baseline matched by {results['match']}; every size trains both "
+             f"models to the same {UNIT_NAMES[results['budget']]}; {len(results['sizes'])} size(s), seeds "
+             f"{results['seeds']}.", "",
+             "Cells: estimate [95% confidence interval]. Eval metrics: bootstrap over test items (and seeds); "
+             "losses: bootstrap over seeds. Differences are paired (same seeds, same items); a verdict needs the "
+             "whole interval of the difference on one side of zero.", "", "## What the numbers support", ""]
+    lines += summary(results) + [""] + multiplier_text(results["fit"]) + [""]
+    for size in results["sizes"]:
+        lines += [f"## Size {size['index']}", ""] + size_table(size) + [""]
+    lines += ["![validation loss against training FLOPs](loss_vs_flops.png)", "",
+              "![eval metrics against training FLOPs](eval_vs_flops.png)", "",
+              "Every number: [results.json](results.json). Resolved configs: [configs/](configs/).", ""]
+    return "\n".join(lines)
+
+
+def write_report(root: Path, reps: int = 2000) -> Path:
+    """Analyse every finished job under `root` and write `root/report/`; returns report.md's path."""
+    from seqlab.evaluation.plots import eval_plot, loss_plot  # matplotlib only when a report is written
+
+    results = analyse(load_jobs(root, REPORT_DIR), reps)
+    out = root / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    loss_plot(results, out / "loss_vs_flops.png")
+    eval_plot(results, out / "eval_vs_flops.png")
+    (out / "configs").mkdir(exist_ok=True)
+    for run in results["runs"]:
+        config = Path(run["run_dir"]) / RESOLVED_CONFIG
+        if config.is_file():
+            shutil.copyfile(config, out / "configs" / f"size{run['size']}-seed{run['seed']}-{run['name']}.yaml")
+    report = out / "report.md"
+    report.write_text(render(results))
     return report
