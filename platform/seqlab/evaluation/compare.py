@@ -131,16 +131,24 @@ def size_architectures(run: CompareRunConfig, size: SizeConfig, vocab_size: int,
 def schedule(cum: np.ndarray, target: float, points: int, tolerance: float = 0.005) -> tuple[int, int]:
     """(steps, validation interval): the steps whose spend is closest to target, moved by at most `tolerance`
     of the budget when that lets the interval divide the steps (the last validation then lands on the last
-    step) with about `points` validations."""
+    step) with between points/2 and 2 x points validations. When no step count in that window allows it (few,
+    costly steps), the closest one is kept with an interval of steps / points, and the last validation comes
+    up to one interval before the end (the report reads losses and FLOPs at the last validation)."""
     best = int(np.argmin(np.abs(cum - target))) + 1
     window = (np.flatnonzero(np.abs(cum - target) <= tolerance * target) + 1).tolist() or [best]
 
-    def interval(steps: int) -> int:
+    def divisor_interval(steps: int) -> int:
         small = [d for d in range(1, math.isqrt(steps) + 1) if steps % d == 0]
         return min(small + [steps // d for d in small], key=lambda d: abs(math.log(steps / d) - math.log(points)))
 
-    steps = min(window, key=lambda k: (abs(math.log(k / interval(k)) - math.log(points)), abs(cum[k - 1] - target)))
-    return steps, interval(steps)
+    def fits(steps: int) -> bool:
+        return max(1, points / 2) <= steps / divisor_interval(steps) <= 2 * points
+
+    good = [k for k in window if fits(k)]
+    if not good:
+        return best, max(1, round(best / points))
+    steps = min(good, key=lambda k: (abs(math.log(k / divisor_interval(k)) - math.log(points)), abs(cum[k - 1] - target)))
+    return steps, divisor_interval(steps)
 
 
 def check_eval_data(run: RunConfig) -> dict:
@@ -183,7 +191,10 @@ def run_one(run: RunConfig, run_dir: Path, vocab_size: int, tasks: dict,
 def _run_config(run: CompareRunConfig, arch: Any, steps: int, interval: int) -> RunConfig:
     base = {f.name: getattr(run, f.name) for f in dataclasses.fields(RunConfig)}
     t = run.trainer
-    log_every = max(d for d in range(1, min(t.log_every_n_steps, interval) + 1) if interval % d == 0)
+    # Training rows must land on every validation step and on the last step: their tokens and FLOPs seen are
+    # what the curves and the realised budget are read from.
+    period = math.gcd(interval, steps)
+    log_every = max(d for d in range(1, min(t.log_every_n_steps, period) + 1) if period % d == 0)
     trainer = dataclasses.replace(t, max_steps=steps, val_check_interval=interval, log_every_n_steps=log_every,
                                   checkpoint_every_n_steps=min(t.checkpoint_every_n_steps, steps))
     return RunConfig(**{**base, "architecture": arch, "trainer": trainer})

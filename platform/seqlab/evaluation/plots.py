@@ -23,6 +23,18 @@ def _pyplot():
     return plt
 
 
+def _on_common_grid(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds' curves (their own FLOPs at each validation) -> one FLOPs grid over the range they share, and each
+    curve's loss on it (S, G), interpolated in log-log space: seeds of one size need not validate at the same
+    FLOPs (their steps and per-step costs differ)."""
+    if len(curves) == 1:
+        return curves[0][0], curves[0][1][None, :]
+    lo, hi = max(x.min() for x, _ in curves), min(x.max() for x, _ in curves)
+    grid = np.geomspace(lo, hi, 24) if hi > lo else np.array([hi])
+    ys = [np.exp(np.interp(np.log(grid), np.log(x), np.log(y))) for x, y in curves]
+    return grid, np.array(ys)
+
+
 def loss_plot(results: dict[str, Any], path: Path) -> None:
     """One panel per validation loss: each run's curve (mean over seeds, min-max band), fitted L(C)."""
     plt = _pyplot()
@@ -35,13 +47,11 @@ def loss_plot(results: dict[str, Any], path: Path) -> None:
                 curves = [r["curves"] for r in runs if r["role"] == role and r["size"] == size and r["curves"][loss]]
                 if not curves:
                     continue
-                n = min(len(c[loss]) for c in curves)
-                x = np.mean([c["flops"][:n] for c in curves], axis=0)
-                y = np.array([c[loss][:n] for c in curves])  # (seeds, points)
+                x, y = _on_common_grid([(np.array(c["flops"]), np.array(c[loss])) for c in curves])
                 name = next(r["name"] for r in runs if r["role"] == role)
                 ax.plot(x, y.mean(axis=0), marker="o", ms=3, color=COLOURS[role], alpha=0.9,
                         label=f"{name} ({role})" if size == 0 else None)
-                if len(curves) > 1:
+                if len(curves) > 1:  # the spread over seeds
                     ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=COLOURS[role], alpha=0.15)
         fit = results["fit"]
         if loss == FIT_METRIC and fit["available"]:

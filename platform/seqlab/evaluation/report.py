@@ -53,8 +53,12 @@ def size_table(size: dict[str, Any]) -> list[str]:
               f"| realised {unit} | {fmt(roles['model']['realised'])} | {fmt(roles['baseline']['realised'])} | | |",
               f"| largest deviation from the budget | {roles['model']['budget_deviation']:.3%} | "
               f"{roles['baseline']['budget_deviation']:.3%} | | |",
-              plain("steps", "steps"), plain("tokens seen", "tokens_seen"),
-              f"| training FLOPs | {fmt(roles['model']['flops_seen'])} | {fmt(roles['baseline']['flops_seen'])} | | |"]
+              plain("steps", "steps")]
+    if size["unit"] != "tokens":
+        lines.append(plain("tokens seen", "tokens_seen"))
+    if size["unit"] != "flops":
+        lines.append(f"| training FLOPs | {fmt(roles['model']['flops_seen'])} | {fmt(roles['baseline']['flops_seen'])} "
+                     "| | |")
     for row in size["rows"]:
         lines.append(f"| {row['metric']} | {cell(row['model'])} | {cell(row['baseline'])} | "
                      f"{cell(row['difference'])} | {row['verdict']} |")

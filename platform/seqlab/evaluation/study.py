@@ -128,8 +128,11 @@ def analyse(jobs: Sequence[dict], reps: int = 2000) -> dict[str, Any]:
 
 
 def fit(runs: Sequence[dict], reps: int) -> dict[str, Any]:
-    """L(C) = E + A C^-alpha per role over every (size, seed) run, and the compute multiplier."""
-    points = {role: {(r["size"], r["seed"]): (r["flops_seen"], r["val_final"].get(FIT_METRIC)) for r in runs
+    """L(C) = E + A C^-alpha per role over every (size, seed) run's final validation, and the compute
+    multiplier."""
+    # The final loss is the last validation's, so its compute is the FLOPs spent by then (the end of training,
+    # unless a run's steps allowed no interval that divides them).
+    points = {role: {(r["size"], r["seed"]): (r["curves"]["flops"][-1], r["val_final"].get(FIT_METRIC)) for r in runs
                      if r["role"] == role and r["val_final"].get(FIT_METRIC) is not None} for role in ROLES}
     keys = sorted(set(points["model"]) & set(points["baseline"]))
     sizes = {k[0] for k in keys}
