@@ -66,8 +66,11 @@ def test_batches_are_the_sampler_stream_through_objective_and_converter(spec, ob
     for batch, (step, rows, state) in zip(batches, expected):
         tokens = rows.tokens
         model_keys = converter(objective(rows, np.random.default_rng(0))).keys()  # CLM draws no noise
-        assert batch.keys() == {*model_keys, "objective", "sampler_state"}
+        assert batch.keys() == {*model_keys, "objective", "sampler_state", "feature_lengths"}
         assert batch["sampler_state"] == state and state["step"] == step + 1
+        # Packed CLM without a mode token: no inputs, every token of the row a target.
+        np.testing.assert_array_equal(batch["feature_lengths"], [[0] * spec.data.batch_size,
+                                                                 [SEQ_LEN] * spec.data.batch_size])
         # Packed CLM: the model reads tokens[:-1] and predicts tokens[1:], every position a target, no padding.
         assert batch["input_ids"].shape == batch["labels"].shape == (spec.data.batch_size, SEQ_LEN - 1)
         assert torch.equal(batch["input_ids"], torch.from_numpy(tokens[:, :-1]))
