@@ -42,3 +42,23 @@ def small_tokenizer(tmp_path_factory, embedded_corpus_dir) -> Path:
     ]
     out = tmp_path_factory.mktemp("tok") / "small.model"
     return train_tokenizer(texts, out, TokenizerTrainConfig(vocab_size=2000, num_sentinels=16))
+
+
+@pytest.fixture
+def compose_compare(tmp_path):
+    """Compose experiments/compare.yaml as `seqlab compare` does, with smoke training, a per-test cache and no
+    eval tasks unless overridden: `compose_compare("compare.budget=tokens", ...)` -> CompareRunConfig."""
+    def compose(*overrides: str):
+        from hydra import compose as hydra_compose, initialize_config_dir
+
+        from seqlab.evaluation.compare import COMPARE_CONFIG, register_compare_schema
+        from seqlab.experiment import experiments_dir, setup, to_run_config
+
+        setup()
+        register_compare_schema()
+        with initialize_config_dir(config_dir=str(experiments_dir()), version_base=None):
+            cfg = hydra_compose(config_name=COMPARE_CONFIG, overrides=[
+                "trainer=smoke", f"cache_dir={tmp_path / 'cache'}", "eval.tasks=[]", *overrides])
+        return to_run_config(cfg)
+
+    return compose

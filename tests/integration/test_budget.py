@@ -10,27 +10,13 @@ import numpy as np
 import pytest
 
 from seqlab.budget import StreamCosts, example_costs
-from seqlab.evaluation.compare import compare_size, example_lengths, register_compare_schema, schedule
-from seqlab.experiment import to_run_config
+from seqlab.evaluation.compare import compare_size, example_lengths, schedule
 from seqlab.tokenizer import Tokenizer
 from seqlab.train import build_components
 
 
-def _compose(tmp_path: Path, *overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from seqlab.experiment import experiments_dir, setup
-
-    setup()
-    register_compare_schema()
-    with initialize_config_dir(config_dir=str(experiments_dir()), version_base=None):
-        cfg = compose(config_name="compare", overrides=["trainer=smoke", f"cache_dir={tmp_path / 'cache'}",
-                                                         "eval.tasks=[]", *overrides])
-    return to_run_config(cfg)
-
-
-def test_replayed_costs_equal_the_loaders_batches(tmp_path):
-    run = _compose(tmp_path, "trainer.accumulate_grad_batches=2")
+def test_replayed_costs_equal_the_loaders_batches(compose_compare):
+    run = compose_compare("trainer.accumulate_grad_batches=2")
     tokenizer = Tokenizer(run.tokenizer.path)
     costs = StreamCosts(run, tokenizer)
     parts = build_components(run)
@@ -46,8 +32,8 @@ def test_replayed_costs_equal_the_loaders_batches(tmp_path):
                                                                  np.arange(0, 10, 2))))
 
 
-def test_steps_for_picks_the_closest_cumulative_spend(tmp_path):
-    run = _compose(tmp_path)
+def test_steps_for_picks_the_closest_cumulative_spend(compose_compare):
+    run = compose_compare()
     tokenizer = Tokenizer(run.tokenizer.path)
     costs = StreamCosts(run, tokenizer)
     cum = costs.cumulative(run.architecture, tokenizer.vocab_size, "flops", 300)
@@ -72,10 +58,10 @@ def _logged(run_dir: Path, key: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("unit, steps", [("flops", 300), ("tokens", 30)])
-def test_models_3x_apart_per_step_get_the_same_budget_within_1_percent(tmp_path, unit, steps):
+def test_models_3x_apart_per_step_get_the_same_budget_within_1_percent(compose_compare, tmp_path, unit, steps):
     # A budget is met to within one step's cost: 300 steps of the seq2seq leave the decoder-only baseline,
     # 3x dearer per step, about 90 steps of 1.1% each.
-    run = _compose(tmp_path, f"trainer.max_steps={steps}", f"compare.budget={unit}", "compare.curve_points=2",
+    run = compose_compare(f"trainer.max_steps={steps}", f"compare.budget={unit}", "compare.curve_points=2",
                    "data.val_batches=1", "data.batch_size=4", "trainer.checkpoint_every_n_steps=10000", "trainer.log_every_n_steps=50")
     tokenizer = Tokenizer(run.tokenizer.path)
     lengths = example_lengths(run, tokenizer, 64)

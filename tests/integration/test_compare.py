@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from seqlab.cli import main
-from seqlab.evaluation.compare import example_lengths, register_compare_schema, size_architectures
+from seqlab.evaluation.compare import example_lengths, size_architectures
 from seqlab.evaluation.report import cell, fmt
-from seqlab.experiment import to_run_config
 from seqlab.registry import ARCHITECTURES
 from seqlab.tokenizer import Tokenizer
 
@@ -25,27 +24,14 @@ TOY_ITEMS = [
 ]
 
 
-def _compose_compare(tmp_path: Path, *overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from seqlab.experiment import experiments_dir, setup
-
-    setup()
-    register_compare_schema()
-    with initialize_config_dir(config_dir=str(experiments_dir()), version_base=None):
-        cfg = compose(config_name="compare", overrides=["trainer=smoke", f"cache_dir={tmp_path / 'cache'}",
-                                                         "eval.tasks=[]", *overrides])
-    return to_run_config(cfg)
-
-
 def _last(metrics_csv: Path, key: str) -> float:
     with open(metrics_csv) as f:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)][-1]
 
 
 @pytest.mark.parametrize("match", ["parameters", "flops"])
-def test_the_derived_baseline_is_the_closest_match(tmp_path, match):
-    run = _compose_compare(tmp_path, f"compare.match={match}")
+def test_the_derived_baseline_is_the_closest_match(compose_compare, match):
+    run = compose_compare(f"compare.match={match}")
     tokenizer = Tokenizer(run.tokenizer.path)
     lengths = example_lengths(run, tokenizer, 256)
     _, baseline = size_architectures(run, run.compare.sizes[0], tokenizer.vocab_size, lengths)
@@ -64,8 +50,8 @@ def test_the_derived_baseline_is_the_closest_match(tmp_path, match):
     assert min(gaps, key=gaps.get) == baseline.n_layers
 
 
-def test_sizes_scale_the_model_and_its_named_baseline_alike(tmp_path):
-    run = _compose_compare(tmp_path, "compare.baseline=seq2seq_tiny_decoder_flops",
+def test_sizes_scale_the_model_and_its_named_baseline_alike(compose_compare):
+    run = compose_compare("compare.baseline=seq2seq_tiny_decoder_flops",
                            "compare.sizes=[{width: 2, depth: 2}, {preset: seq2seq_small, baseline: seq2seq_small_decoder_params}]")
     tokenizer = Tokenizer(run.tokenizer.path)
     lengths = example_lengths(run, tokenizer, 16)
