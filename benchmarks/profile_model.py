@@ -2,7 +2,7 @@
 
 Two traces, each of one call after an untraced warm-up (which allocates the optimizer state and warms the
 allocator, one-off costs that would otherwise dominate):
-(a) seqlab's SelfAttention forward + backward, test_attention.py's setup at T=1024 (batch 4, d_model 256,
+(a) seqlab's Attention forward + backward, test_attention.py's setup at T=1024 (batch 4, d_model 256,
     4 heads, causal);
 (b) one training step (forward, backward, AdamW step, zero_grad) of the seq2seq_tiny preset, test_train_step.py's
     setup (batch 8, 128 input + 128 target tokens, vocabulary 4096).
@@ -44,7 +44,7 @@ def trace(name: str, title: str, run: Callable[[], object]) -> None:
 
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
-    trace("attention", f"seqlab SelfAttention forward + backward, B={BATCH_SIZE} T={ATTENTION_T} d_model={D_MODEL} "
+    trace("attention", f"seqlab Attention forward + backward, B={BATCH_SIZE} T={ATTENTION_T} d_model={D_MODEL} "
           f"heads={N_HEADS}, causal", forward_backward(new_attention(), "seqlab", ATTENTION_T))
     setup, tokens = build(TRAIN_PRESET, "seq2seq", "seqlab")
     trace("train_step", f"{TRAIN_PRESET} training step (forward, backward, AdamW), batch {BATCH_SIZES[TRAIN_PRESET]} "

@@ -1,8 +1,8 @@
-"""Causal self-attention, forward + backward: seqlab's SelfAttention against a plain reference and bare SDPA.
+"""Causal self-attention, forward + backward: seqlab's Attention against a plain reference and bare SDPA.
 
 Three implementations at each sequence length, in the same run:
-- seqlab: the `SelfAttention` module both architectures use (fused qkv projection, SDPA's causal path, output
-  projection).
+- seqlab: the `Attention` module both architectures use, with the default components (fused qkv projection,
+  SDPA's causal path, output projection).
 - plain: the textbook `softmax(Q K^T / sqrt(d) + causal mask) V` (nanoGPT's non-flash path) with the same
   projections (the module's own weights), so it is the reference the ratios divide by.
 - sdpa: one `F.scaled_dot_product_attention(q, k, v, is_causal=True)` on q, k, v that are already projected;
@@ -21,7 +21,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqlab_plugins.architectures.blocks import SelfAttention
+from seqlab_plugins.architectures.attention import Attention, Context
+from seqlab_plugins.architectures.components import TransformerConfig
 
 BATCH_SIZE = 4
 D_MODEL = 256
@@ -31,12 +32,15 @@ ROUNDS = {128: 100, 256: 50, 512: 20, 1024: 8, 2048: 4}
 IMPLEMENTATIONS = ["plain", "seqlab", "sdpa"]  # plain first: the others' ratios need its number
 
 
-def new_attention() -> SelfAttention:
+CAUSAL = Context(mask=None, causal=True)  # no mask tensor: SDPA's fused causal path
+
+
+def new_attention() -> Attention:
     torch.manual_seed(0)
-    return SelfAttention(D_MODEL, N_HEADS, dropout=0.0)
+    return Attention(TransformerConfig(name="attention", d_model=D_MODEL, n_heads=N_HEADS, dropout=0.0))
 
 
-def plain_attention(attn: SelfAttention, x: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
+def plain_attention(attn: Attention, x: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
     """The reference: attn's own projections around an explicit score matrix; causal_mask (T, T) is 0 / -inf."""
     B, T, C = x.shape
     q, k, v = attn.qkv(x).view(B, T, 3, N_HEADS, C // N_HEADS).permute(2, 0, 3, 1, 4)  # 3x (B, H, T, D)
@@ -50,7 +54,7 @@ def additive_causal_mask(T: int) -> torch.Tensor:
     return torch.full((T, T), float("-inf")).triu(1)
 
 
-def forward_backward(attn: SelfAttention, implementation: str, T: int) -> Callable[[], tuple[torch.Tensor, ...]]:
+def forward_backward(attn: Attention, implementation: str, T: int) -> Callable[[], tuple[torch.Tensor, ...]]:
     """One round of `implementation` at length T: forward, then the gradients of its inputs and weights."""
     generator = torch.Generator().manual_seed(T)
     if implementation == "sdpa":
@@ -62,13 +66,13 @@ def forward_backward(attn: SelfAttention, implementation: str, T: int) -> Callab
     grad_y = torch.randn(BATCH_SIZE, T, D_MODEL, generator=generator)
     inputs = (x, *attn.parameters())
     if implementation == "seqlab":
-        return lambda: torch.autograd.grad(attn(x, None, True), inputs, grad_y)
+        return lambda: torch.autograd.grad(attn(x, CAUSAL), inputs, grad_y)
     mask = additive_causal_mask(T)
     return lambda: torch.autograd.grad(plain_attention(attn, x, mask), inputs, grad_y)
 
 
 @pytest.fixture(scope="module")
-def attention() -> SelfAttention:
+def attention() -> Attention:
     return new_attention()
 
 
@@ -84,7 +88,7 @@ def test_attention_forward_backward(benchmark, attention, throughput, T, impleme
     # The same job: the module and the reference agree (SDPA alone has no projections to compare).
     x = torch.randn(2, T, D_MODEL, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        torch.testing.assert_close(attention(x, None, True), plain_attention(attention, x, additive_causal_mask(T)),
+        torch.testing.assert_close(attention(x, CAUSAL), plain_attention(attention, x, additive_causal_mask(T)),
                                    rtol=1e-4, atol=1e-5)
 
     benchmark.group = f"attention fwd+bwd T={T} B={BATCH_SIZE} d_model={D_MODEL} heads={N_HEADS} causal"

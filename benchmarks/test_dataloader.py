@@ -35,7 +35,7 @@ from seqlab.experiment import compose_config, resource_path, to_run_config
 from seqlab.interfaces import FeatureConverter, Objective, Rows
 from seqlab.registry import OBJECTIVES
 from seqlab.tokenizer import PAD_ID, Tokenizer
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.decoder_only import DecoderOnly, DecoderOnlyConfig
 
 SEQ_LEN = 1024

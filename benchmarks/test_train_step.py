@@ -39,7 +39,7 @@ from seqlab.interfaces import Batch, Features
 from seqlab.optim import build_optimizer
 from seqlab.registry import ARCHITECTURES, load_plugins
 from seqlab.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConfig
 from seqlab_plugins.architectures.seq2seq import Seq2SeqConfig
 

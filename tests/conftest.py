@@ -30,6 +30,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tokenizer():
+    """The tokenizer shipped with seqlab (4096 pieces); a module that needs another one overrides this fixture."""
+    from seqlab.experiment import resource_path
+    from seqlab.tokenizer import Tokenizer
+
+    return Tokenizer(resource_path("tokenizer/embedded.model"))
+
+
+@pytest.fixture(scope="session")
 def small_tokenizer(tmp_path_factory, embedded_corpus_dir) -> Path:
     """A 2000-piece unigram model trained on the embedded corpus (a few seconds)."""
     from seqlab.tokenizer import TokenizerTrainConfig, train_tokenizer

@@ -41,8 +41,7 @@ TOLERANCE = {"32-true": 1e-3, "bf16-mixed": 2e-2}
 
 # ---------------------------------------------------------------- the checks, as specs for worker processes
 def throughput_specs(dry: bool) -> list[dict]:
-    from seqlab_plugins.architectures.accounting import flop_matched_partner
-    from seqlab_plugins.architectures.seq2seq import Seq2SeqConfig
+    from seqlab_plugins.architectures.seq2seq import Seq2Seq, Seq2SeqConfig
 
     if dry:
         cfg = Seq2SeqConfig(name="seq2seq", d_model=64, n_heads=4, encoder_layers=1, decoder_layers=1, max_positions=64)
@@ -51,7 +50,7 @@ def throughput_specs(dry: bool) -> list[dict]:
         cfg = Seq2SeqConfig(name="seq2seq", d_model=1024, n_heads=16, encoder_layers=12, decoder_layers=12,
                             d_ff=4096, max_positions=1024)
         vocab, length, batch, steps, warmup = 32000, 512, 16, 10, 3
-    partner = flop_matched_partner(cfg, vocab, length, length)
+    partner = Seq2Seq.matched_baseline(cfg, vocab, length, length, "flops")
     models = [("seq2seq_350m", cfg, "flash+efficient"), ("decoder_partner_prefix_lm", partner, "flash+efficient"),
               ("decoder_partner_causal", dataclasses.replace(partner, prefix_lm=False), "flash")]
     return [dict(kind="throughput", name=f"throughput {name}" + (" (dry run: tiny size)" if dry else ""),

@@ -20,6 +20,7 @@ from seqlab.config import RunConfig
 from seqlab.data.loader import StreamSpec, build_sampler
 from seqlab.data.streams import Stream
 from seqlab.errors import ConfigError
+from seqlab.interfaces import capability
 from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES
 from seqlab.tokenizer import Tokenizer
 
@@ -33,12 +34,10 @@ def example_costs(architecture: Any, vocab_size: int, input_lengths: np.ndarray,
     The accounting is a closed formula of (input, target) lengths, evaluated once per distinct pair: a batch
     of fixed-shape denoising rows is one call, however large.
     """
-    factory = ARCHITECTURES.get(architecture.name).factory
-    if not hasattr(factory, "training_flops"):
-        raise ConfigError(f"architecture {architecture.name!r} has no FLOP accounting (training_flops); "
-                          "use compare.budget=steps")
+    training_flops = capability(ARCHITECTURES.get(architecture.name).factory, "training_flops",
+                                "FLOP accounting (use compare.budget=steps)")
     pairs, inverse = np.unique(np.stack([input_lengths, target_lengths], axis=1), axis=0, return_inverse=True)
-    counts = [factory.training_flops(architecture, vocab_size, int(s), int(t)) for s, t in pairs]
+    counts = [training_flops(architecture, vocab_size, int(s), int(t)) for s, t in pairs]
     flops = np.array([c.per_example for c in counts], dtype=np.float64)
     tokens = np.array([c.tokens for c in counts], dtype=np.float64)
     return flops[inverse.reshape(-1)], tokens[inverse.reshape(-1)]

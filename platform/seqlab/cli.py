@@ -144,14 +144,12 @@ def _info(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from seqlab.checkpoints import load_model
-    from seqlab.errors import PluginError
+    from seqlab.interfaces import capability
 
     loaded = load_model(args.checkpoint, args.tokenizer)
-    export = getattr(loaded.model, "export_hf", None)
-    if export is None:
-        raise PluginError(f"architecture {loaded.architecture.name!r} has no Hugging Face export")
-    out = export(loaded.tokenizer, args.output, source=f"checkpoint {Path(args.checkpoint).resolve()} "
-                                                        f"(step {loaded.step})")
+    export = capability(loaded.model, "export_hf", "export to Hugging Face layouts")
+    out = export(loaded.tokenizer, args.output,
+                 source=f"checkpoint {Path(args.checkpoint).resolve()} (step {loaded.step})")
     print(f"exported {loaded.architecture.name} (step {loaded.step}) to {out}; load it with "
           f"transformers' AutoModel*.from_pretrained and AutoTokenizer.from_pretrained")
     return 0

@@ -29,8 +29,43 @@ class ObjectiveConfig(PluginConfig):
 
 
 @dataclass
+class InitFromConfig:
+    """A warm start (`architecture.init_from`): after the fresh initialisation, the weights under `modules` are
+    read from `path` (AlexaTM 20B: the encoder from a pre-trained one). See seqlab/warm_start.py."""
+
+    # A single-file checkpoint written by `seqlab train`, or a Hugging Face model folder (config.json and
+    # model.safetensors) of the layout this architecture exports to. None: no warm start.
+    path: Optional[str] = None
+    # State-dict prefixes: a module (encoder, decoder.blocks.0) or one tensor; "" is the whole model.
+    modules: List[str] = field(default_factory=lambda: ["encoder"])
+    # Every tensor under `modules` must be in `path` (and, from a checkpoint, nothing else under them);
+    # false: read what is there and keep the fresh initialisation of the rest. Shapes must match either way.
+    strict: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.path is None or (isinstance(self.path, str) and self.path.strip() != ""),
+                "architecture.init_from.path", self.path,
+                "must name a checkpoint file written by `seqlab train` or a Hugging Face model folder (null: none)")
+        require(len(self.modules) >= 1, "architecture.init_from.modules", list(self.modules),
+                'must list at least one module prefix (e.g. [encoder]; "" is the whole model)')
+        for i, prefix in enumerate(self.modules):
+            require(isinstance(prefix, str) and (prefix == "" or valid_prefix(prefix)),
+                    f"architecture.init_from.modules[{i}]", prefix,
+                    'must be a dotted module name such as encoder or decoder.blocks.0, or "" for the whole model')
+        require(len(set(self.modules)) == len(self.modules), "architecture.init_from.modules", list(self.modules),
+                "lists a prefix twice")
+
+
+def valid_prefix(prefix: str) -> bool:
+    """A dotted state-dict prefix: encoder, decoder.blocks.0, head.weight (no empty parts)."""
+    return all(part and not part.isspace() for part in prefix.split("."))
+
+
+@dataclass
 class ArchitectureConfig(PluginConfig):
-    pass
+    # Weights to read into the freshly initialised model (a warm start); path null: the fresh initialisation only.
+    # A config node rather than Optional: Hydra cannot merge an override like init_from={path: ...} into a null.
+    init_from: InitFromConfig = field(default_factory=InitFromConfig)
 
 
 @dataclass
@@ -100,6 +135,15 @@ class DivergenceConfig:
 
 
 @dataclass
+class FreezeConfig:
+    """`trainer.freeze` entry: the parameters under `module` get no update during the first `until_step`
+    optimizer steps (AlexaTM 20B: the warm-started encoder for the first ~100k). See seqlab/freeze.py."""
+
+    module: str = MISSING  # a state-dict prefix: encoder, decoder.blocks.0, head.weight
+    until_step: int = MISSING  # frozen while global_step < until_step: updated from step until_step + 1 on
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = 200
     val_check_interval: int = 50  # optimizer steps between validations
@@ -116,8 +160,15 @@ class TrainerConfig:
     progress_bar: bool = True
     deterministic: bool = False
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    freeze: List[FreezeConfig] = field(default_factory=list)  # parameters held fixed for the first steps
 
     def __post_init__(self) -> None:
+        self.freeze = [FreezeConfig(**entry) if isinstance(entry, dict) else entry for entry in self.freeze]
+        for i, entry in enumerate(self.freeze):
+            require(isinstance(entry.module, str) and valid_prefix(entry.module), f"trainer.freeze[{i}].module",
+                    entry.module, "must be a dotted module name such as encoder or decoder.blocks.0")
+            require(isinstance(entry.until_step, int) and entry.until_step >= 1, f"trainer.freeze[{i}].until_step",
+                    entry.until_step, "must be >= 1: the parameters stay frozen while global_step < until_step")
         require(self.max_steps >= 1, "trainer.max_steps", self.max_steps, "must be >= 1")
         require(self.val_check_interval >= 1, "trainer.val_check_interval", self.val_check_interval, "must be >= 1")
         require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "must be >= 1")

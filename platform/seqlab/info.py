@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seqlab.errors import ConfigError, PluginError, require
-from seqlab.interfaces import FlopCount, ParameterCount
+from seqlab.interfaces import FlopCount, ParameterCount, capability
 from seqlab.registry import ARCHITECTURES
 
 
@@ -50,9 +50,11 @@ class PresetCount:
 def count_preset(name: str, vocab_size: int, input_length: int, target_length: int) -> PresetCount:
     """Count preset `name` analytically; an unknown name raises the registry's PluginError listing presets."""
     cfg = ARCHITECTURES.preset(name)
-    architecture = ARCHITECTURES.get(cfg.name).factory
-    return PresetCount(name, ARCHITECTURES.presets()[name][1], architecture.parameter_count(cfg, vocab_size),
-                       architecture.training_flops(cfg, vocab_size, input_length, target_length))
+    factory = ARCHITECTURES.get(cfg.name).factory
+    parameter_count = capability(factory, "parameter_count", "parameter accounting (seqlab info)")
+    training_flops = capability(factory, "training_flops", "FLOP accounting (seqlab info)")
+    return PresetCount(name, ARCHITECTURES.presets()[name][1], parameter_count(cfg, vocab_size),
+                       training_flops(cfg, vocab_size, input_length, target_length))
 
 
 def human(n: float) -> str:

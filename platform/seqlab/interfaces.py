@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from pytorch_lightning.strategies import Strategy
 
+from seqlab.errors import ConfigError
+from seqlab.registry import ARCHITECTURES
 from seqlab.tokenizer import Tokenizer
 
 
@@ -92,24 +94,32 @@ FeatureConverter = Callable[[Features], dict[str, torch.Tensor]]
 class LossOutput:
     loss_sum: torch.Tensor  # (B,) summed token cross-entropy per example
     tokens: torch.Tensor  # (B,) number of target tokens per example
+    # (B,) summed auxiliary terms (e.g. z-loss) per example, added to the training objective only; None: none
+    regulariser: torch.Tensor | None = None
 
 
 class Architecture(Protocol):
     """An nn.Module built by `ARCHITECTURES.build(cfg, vocab_size=...)`; free of torch.distributed.
 
-    Optional: `export_hf(tokenizer, out_dir, source) -> Path` writes the model in a Hugging Face layout
-    (`seqlab export` calls it when present); the classmethod `matched_baseline(cfg, vocab_size, input_length,
-    target_length, match) -> config` gives the baseline architecture `seqlab compare` trains against it,
-    matched by "parameters" or training "flops".
+    Optional capabilities, looked up with `capability`, which names the architecture when one is missing:
+    - `export_hf(tokenizer, out_dir, source) -> Path`: write the model in a Hugging Face layout (`seqlab export`),
+      and `state_from_hf(hf_state, modules)`: that layout's weights under our names (warm starts);
+    - classmethods `parameter_count(cfg, vocab_size)` and `training_flops(cfg, vocab_size, input_length,
+      target_length)`: accounting without building (`seqlab info`, compute-matched `seqlab compare`);
+    - classmethods `scaled(cfg, width, depth)` (size ladders) and `with_depth(cfg, depth)` (matched partners).
     """
 
-    blocks: Sequence[torch.nn.Module]  # the repeated blocks in forward order, for sharding strategies to wrap
+    encoder_decoder: bool  # inputs go through an encoder (True) or are the prefix of one sequence (False)
+    max_positions: int  # per stack for an encoder-decoder; the whole sequence for a decoder-only model
+    blocks: Sequence[torch.nn.Module]  # the repeated blocks in forward order, for strategies to wrap
 
     @classmethod
     def feature_converter(cls, cfg: Any, *, pad_id: int) -> FeatureConverter:
         """A picklable callable that runs in data-loader workers."""
 
-    def init_weights(self) -> None: ...
+    def init_weights(self, seed: int = 0) -> None:
+        """Initialise every parameter and buffer, also after a meta-device build (and on sharded parameters),
+        identically for a given seed however the model is sharded."""
 
     def loss(self, batch: Batch) -> LossOutput: ...
 
@@ -118,17 +128,23 @@ class Architecture(Protocol):
         target length), from the converter's batch of Features whose targets are scored."""
 
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
-                 target_prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 target_prefix: torch.Tensor | None = None,
+                 stop: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding: new tokens (B, N), right-padded after each row's EOS, and their counts (B,).
-        input_ids (B, W) are model-neutral inputs, right-padded; target_prefix (B, P) is forced first."""
+        input_ids (B, W) are model-neutral inputs, right-padded; target_prefix (B, P) is forced first; `stop`
+        maps the new tokens so far (B, n) to the rows that are done."""
 
-    @classmethod
-    def parameter_count(cls, cfg: Any, vocab_size: int) -> ParameterCount:
-        """What `sum(p.numel() for p in model.parameters())` of the built model would be, without building it."""
 
-    @classmethod
-    def training_flops(cls, cfg: Any, vocab_size: int, input_length: int, target_length: int) -> FlopCount:
-        """Forward + backward matmul FLOPs of one example with these model-neutral feature lengths."""
+def capability(architecture: Any, name: str, what: str) -> Callable[..., Any]:
+    """`architecture`'s optional method `name` (an Architecture class or model); a missing one is a
+    ConfigError naming the architecture and what needed it."""
+    method = getattr(architecture, name, None)
+    if method is None:
+        cls = architecture if isinstance(architecture, type) else type(architecture)
+        names = [p.name for p in ARCHITECTURES if p.factory is cls]
+        label = names[0] if names else cls.__name__
+        raise ConfigError(f"architecture {label!r} does not support {what}: it provides no {name}")
+    return method
 
 
 @dataclass
@@ -136,9 +152,12 @@ class StrategySetup:
     """What a strategy plugin returns: the Lightning strategy, and how to parallelise the built model."""
 
     strategy: Strategy | str
-    # Applied in LightningModule.configure_model to the built, initialised model, with the strategy's device mesh
-    # (None for strategies without one): e.g. FSDP2 shards each block, then the root.
+    # Applied in LightningModule.configure_model with the strategy's device mesh (None for strategies without
+    # one): e.g. FSDP2 shards each block of `model.blocks`, then the root.
     parallelize: Callable[[torch.nn.Module, Any], torch.nn.Module] | None = None
+    # True: parallelize takes the model still on the meta device, and each rank then materialises and
+    # initialises only its shards. False: it takes the materialised, initialised model.
+    shards_meta: bool = False
 
 
 class DataSource(Protocol):

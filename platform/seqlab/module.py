@@ -3,7 +3,7 @@ training against divergence."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -12,20 +12,22 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from seqlab.config import RunConfig
 from seqlab.data.streams import Stream
+from seqlab.freeze import FreezeSchedule
 from seqlab.guard import DivergenceError, DivergenceGuard
-from seqlab.interfaces import Batch, LossOutput
+from seqlab.interfaces import Batch, LossOutput, StrategySetup
 from seqlab.optim import build_optimizer
 from seqlab.registry import ARCHITECTURES
+from seqlab.warm_start import warm_start
 
 
 class SeqLabModule(pl.LightningModule):
     def __init__(self, run: RunConfig, vocab_size: int, objective_names: Sequence[str],
-                 parallelize: Callable[[torch.nn.Module, Any], torch.nn.Module] | None = None):
+                 setup: StrategySetup | None = None):
         super().__init__()
         self.run = run
         self.vocab_size = vocab_size
         self.objective_names = tuple(objective_names)
-        self._parallelize = parallelize
+        self._setup = setup
         # The resolved config travels inside every checkpoint, so a checkpoint alone says how to rebuild it.
         self.save_hyperparameters({"config": asdict(run), "vocab_size": vocab_size,
                                    "objective_names": list(self.objective_names)})
@@ -37,17 +39,30 @@ class SeqLabModule(pl.LightningModule):
         self.register_buffer("_val_sums", torch.zeros(2, k, dtype=torch.float64), persistent=False)
         self.guard = DivergenceGuard(run.trainer.divergence, self.objective_names)
         self._skip_step = False  # a micro-batch of the current optimizer step diverged (action=skip)
+        self._freeze = FreezeSchedule(run.trainer.freeze, run.strategy.name)  # trainer.freeze
 
     def configure_model(self) -> None:
-        """Build the model here, not in __init__, so sharding strategies can build it where it will live."""
+        """Build the model here, not in __init__, so sharding strategies can build it where it will live.
+
+        The model is built on the meta device (no memory), then materialised and initialised. A strategy that
+        shards meta modules (FSDP2) shards first, so each rank allocates and initialises only its own shards.
+        Initialisation is keyed by parameter name and seed, so every layout starts from the same weights.
+        """
         if self.model is not None:
             return
-        model = ARCHITECTURES.build(self.run.architecture, vocab_size=self.vocab_size)
-        model.init_weights()
-        # Every rank builds and initialises the full model from the same seed before sharding, so a sharded run
-        # starts from exactly the weights of a single-process run.
-        mesh = self._device_mesh if self._parallelize else None
-        self.model = self._parallelize(model, mesh) if self._parallelize else model
+        with torch.device("meta"):
+            model = ARCHITECTURES.build(self.run.architecture, vocab_size=self.vocab_size)
+        setup = self._setup
+        if setup is not None and setup.parallelize is not None and setup.shards_meta:
+            model = setup.parallelize(model, self._device_mesh)
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        model.to_empty(device=device)
+        model.init_weights(self.run.seed)
+        self._freeze.check(model)  # every trainer.freeze prefix names parameters
+        warm_start(model, self.run.architecture.init_from)  # architecture.init_from: weights to start from
+        if setup is not None and setup.parallelize is not None and not setup.shards_meta:
+            model = setup.parallelize(model, self._device_mesh if self._trainer is not None else None)
+        self.model = model
 
     def _accumulate(self, sums: torch.Tensor, out: LossOutput, objective: torch.Tensor) -> None:
         sums[0].index_add_(0, objective, out.loss_sum.detach().double())
@@ -74,7 +89,8 @@ class SeqLabModule(pl.LightningModule):
         if world > 1:  # one collective for both: (2,) totals then the (2, K) sums, in float64
             reduced = self.trainer.strategy.reduce(torch.cat([totals.double(), sums.flatten()]), reduce_op="sum")
             totals, sums = reduced[:2].to(totals.dtype), reduced[2:].view_as(sums)
-        loss = out.loss_sum.sum() * world / totals[1].clamp_min(1)
+        objective = out.loss_sum.sum() if out.regulariser is None else out.loss_sum.sum() + out.regulariser.sum()
+        loss = objective * world / totals[1].clamp_min(1)
         self._check_divergence(sums, batch_idx)
         if not self._skip_step:  # a skipped step's NaN must not spoil the per-objective means of its interval
             self._train_sums += sums
@@ -120,9 +136,15 @@ class SeqLabModule(pl.LightningModule):
             if self._skip_step:
                 optimizer.zero_grad(set_to_none=True)
                 self._skip_step = False
+            # Frozen parameters (trainer.freeze) lose their gradients the same way, before clipping measures them.
+            frozen.append(self._freeze.drop_gradients(self.model, self.global_step, optimizer)
+                          if self._freeze else 0)
             return loss
 
+        frozen: list[int] = []
         optimizer.step(closure=closure)
+        if self._freeze:
+            self.log("train/frozen_parameters", float(frozen[-1] if frozen else 0))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Running means decide spikes: a resumed run must judge its next steps like the uninterrupted one.

@@ -3,6 +3,13 @@
 The core never imports a built-in plugin by name. Plugin modules are imported through the entry-point group
 `seqlab.plugins` (built-ins are declared there exactly like a third-party package's) or from a `plugins_dir`
 folder; importing a plugin module registers it, which is the only side effect such an import may have.
+
+The contract tests (tests/unit/test_contracts.py) build every registered plugin, so a new one is covered without
+a test of its own, from `Registry.example(name)`: its config defaults, with the values it gave as
+`register(..., example={...})` where the defaults cannot build alone (a mixture needs children, a summarization
+task its file). The values merge over the defaults like a YAML override and are validated only when an example
+is built, so a mixture's example may name plugins registered after it. An eval task's example reads its data
+below the tests' data root, in the layout its readers document.
 """
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import sys
 from dataclasses import dataclass, fields, is_dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -30,6 +37,7 @@ class Plugin:
     config: type
     module: str
     description: str
+    example: Mapping[str, Any]  # field values over the config defaults for contract tests (`Registry.example`)
 
 
 class Registry(Generic[T]):
@@ -41,14 +49,22 @@ class Registry(Generic[T]):
         self._plugins: dict[str, Plugin] = {}
         self._presets: dict[str, tuple[Any, str]] = {}
 
-    def register(self, name: str, *, config: type, description: str | None = None) -> Callable[[T], T]:
+    def register(self, name: str, *, config: type, description: str | None = None,
+                 example: Mapping[str, Any] | None = None) -> Callable[[T], T]:
         """Decorator: `@OBJECTIVES.register("clm", config=ClmConfig)` on a class or factory function.
 
         The factory is called as `factory(cfg, **context)` with an instance of `config`. The config dataclass
         needs a `name` field; its stored node has `name` set, so a composed config says which plugin built it.
+        `example`: field values over the defaults that make the config contract tests build (see the module
+        docstring); None when the defaults do.
         """
-        if not (is_dataclass(config) and "name" in {f.name for f in fields(config)}):
+        names = {f.name for f in fields(config)} if is_dataclass(config) else set()
+        if "name" not in names:
             raise PluginError(f"{self.kind} plugin {name!r}: config {config!r} must be a dataclass with a `name` field")
+        unknown = sorted(set(example or {}) - names)
+        if unknown:
+            raise PluginError(f"{self.kind} plugin {name!r}: example sets {', '.join(unknown)}, not fields of "
+                              f"{config.__name__}")
 
         def decorator(factory: T) -> T:
             module = getattr(factory, "__module__", "?")
@@ -59,7 +75,7 @@ class Registry(Generic[T]):
                     f"and again by module {module}; rename one of them"
                 )
             text = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
-            self._plugins[name] = Plugin(self.kind, name, factory, config, module, text.strip())
+            self._plugins[name] = Plugin(self.kind, name, factory, config, module, text.strip(), dict(example or {}))
             node = OmegaConf.structured(config)
             node.name = name
             ConfigStore.instance().store(group=self.group, name=name, node=node, provider=module)
@@ -88,6 +104,12 @@ class Registry(Generic[T]):
     def presets(self) -> dict[str, tuple[Any, str]]:
         """name -> (config, description), sorted by name."""
         return dict(sorted(self._presets.items()))
+
+    def example(self, name: str) -> Any:
+        """A new config of plugin `name` for contract tests: its defaults with the plugin's `example` values."""
+        plugin = self.get(name)
+        node = OmegaConf.merge(OmegaConf.structured(plugin.config), {**plugin.example, "name": name})
+        return OmegaConf.to_object(node)
 
     def get(self, name: str) -> Plugin:
         try:

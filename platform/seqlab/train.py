@@ -50,7 +50,7 @@ def build_components(run: RunConfig) -> Components:
     spec = StreamSpec(prepared_dir=prepared, data=run.data, separator_id=tokenizer.token_id("[DOC]"), seed=run.seed)
     strategy = STRATEGIES.build(run.strategy)
     module = SeqLabModule(run, vocab_size=tokenizer.vocab_size, objective_names=objective.names,
-                          parallelize=strategy.parallelize)
+                          setup=strategy)
     return Components(tokenizer, module, SeqLabDataModule(spec, objective, converter), strategy)
 
 

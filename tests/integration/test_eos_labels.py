@@ -10,7 +10,7 @@ import torch
 from seqlab.experiment import compose_config, to_run_config
 from seqlab.tokenizer import EOS_ID
 from seqlab.train import build_components
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 
 
 @pytest.mark.parametrize("architecture", ["seq2seq_tiny", "decoder_only"])

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl, write_jsonl
 
 from seqlab.cli import main
 from seqlab.evaluation.harness import format_scores
@@ -19,11 +20,6 @@ RANK_ROWS = [
 ]
 TASKS = ("tasks=[{name: rank_classification, dataset: jsonl, path: topics}, "
          "{name: summarization, path: news.jsonl, max_new_tokens: 4}]")
-
-
-def write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +44,6 @@ def checkpoint(tmp_path_factory) -> Path:
     path = tmp / "run" / "checkpoints" / "last.ckpt"
     assert path.is_file()
     return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.slow

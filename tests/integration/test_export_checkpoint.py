@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 from seqlab.experiment import compose_config, to_run_config  # noqa: E402
 from seqlab.train import build_components, build_trainer  # noqa: E402
-from seqlab_plugins.architectures.blocks import prefix_lm_mask  # noqa: E402
+from seqlab_plugins.architectures.attention import prefix_lm_mask  # noqa: E402
 from seqlab.cli import main  # noqa: E402
 from seqlab_plugins.architectures.export import export_checkpoint  # noqa: E402
 

@@ -11,7 +11,6 @@ from seqlab.info import human, info_defaults
 from seqlab.interfaces import Features
 from seqlab.registry import ARCHITECTURES
 from seqlab_plugins.architectures import presets
-from seqlab_plugins.architectures.accounting import decoder_only_training_flops, seq2seq_training_flops
 from seqlab_plugins.architectures.decoder_only import DecoderOnly, DecoderOnlyConfig
 from seqlab_plugins.architectures.seq2seq import Seq2Seq, Seq2SeqConfig
 
@@ -90,24 +89,32 @@ def test_flop_formula_equals_counted_matmul_flops(cfg, input_length, target_leng
 
 def test_lengths_beyond_the_position_table_are_refused():
     with pytest.raises(ValueError, match=r"input_length=41: must be in \[1, architecture.max_positions=40\]"):
-        seq2seq_training_flops(TINY_CONFIGS[0], 97, 41, 5)
+        Seq2Seq.training_flops(TINY_CONFIGS[0], 97, 41, 5)
     with pytest.raises(ValueError, match="input_length \\+ target_length - 1=41: must be at most"):
-        decoder_only_training_flops(TINY_CONFIGS[4], 97, 30, 12)
+        DecoderOnly.training_flops(TINY_CONFIGS[4], 97, 30, 12)
 
 
 @pytest.mark.parametrize("name", sorted(presets.SEQ2SEQ))
 def test_partners_are_within_half_a_layer_of_their_target(name):
     cfg, defaults = ARCHITECTURES.preset(name), info_defaults(name)
     V, S, T = defaults.vocab_size, defaults.input_length, defaults.target_length
-    assert defaults.partners == (f"{name}_decoder_params", f"{name}_decoder_flops")
-    by_params, by_flops = (ARCHITECTURES.preset(p) for p in defaults.partners)
-    for partner, cost, target in [
-        (by_params, lambda c: DecoderOnly.parameter_count(c, V).total, Seq2Seq.parameter_count(cfg, V).total),
-        (by_flops, lambda c: DecoderOnly.training_flops(c, V, S, T).per_example,
-         Seq2Seq.training_flops(cfg, V, S, T).per_example),
-    ]:
-        assert (partner.d_model, partner.n_heads, partner.d_ff) == (cfg.d_model, cfg.n_heads, cfg.d_ff)
-        assert partner.tie_embeddings == cfg.tie_embeddings and partner.max_positions >= S + T - 1
+    assert defaults.partners == (f"{name}_decoder_params", f"{name}_decoder_flops", f"{name}_llama_params",
+                                 f"{name}_llama_flops")
+    by_params, by_flops, llama_params, llama_flops = (ARCHITECTURES.preset(p) for p in defaults.partners)
+    params = (lambda c: DecoderOnly.parameter_count(c, V).total, Seq2Seq.parameter_count(cfg, V).total)
+    flops = (lambda c: DecoderOnly.training_flops(c, V, S, T).per_example,
+             Seq2Seq.training_flops(cfg, V, S, T).per_example)
+    for partner, (cost, target), same_components in [(by_params, params, True), (by_flops, flops, True),
+                                                      (llama_params, params, False), (llama_flops, flops, False)]:
+        assert (partner.d_model, partner.n_heads) == (cfg.d_model, cfg.n_heads)
+        assert partner.max_positions >= S + T - 1 and partner.prefix_lm
+        if same_components:  # the seq2seq's own components and tying: only the layout differs
+            assert partner.d_ff == cfg.d_ff and partner.tie_embeddings == cfg.tie_embeddings
+            assert all(getattr(partner, k) == getattr(cfg, k)
+                       for k in ("norm", "mlp", "positions", "bias", "n_kv_heads", "qk_norm"))
+        else:  # Llama-style components at the seq2seq's width
+            assert (partner.norm, partner.mlp, partner.positions, partner.bias, partner.tie_embeddings) == \
+                ("rmsnorm", "swiglu", "rope", False, False)
         deeper = DecoderOnlyConfig(**{**vars(partner), "n_layers": partner.n_layers + 1})
         one_layer = cost(deeper) - cost(partner)
         assert abs(cost(partner) - target) <= one_layer / 2 or partner.n_layers == 1

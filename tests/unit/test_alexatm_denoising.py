@@ -7,7 +7,7 @@ from seqlab.errors import ConfigError
 from seqlab.interfaces import RowPlan, Rows
 from seqlab.tokenizer import Tokenizer
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConverter
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.objectives.alexatm_denoising import AlexaTMDenoising, AlexaTMDenoisingConfig
 
 PROPERTY = settings(max_examples=40, deadline=None)

@@ -13,7 +13,7 @@ from seqlab.errors import ConfigError
 from seqlab.interfaces import Features, Rows
 from seqlab.registry import OBJECTIVES
 from seqlab.tokenizer import Tokenizer
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConverter
 from seqlab_plugins.objectives.bart_infilling import BartInfilling, BartInfillingConfig
 from seqlab_plugins.objectives.noise import Spans, span_mask

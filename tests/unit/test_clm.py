@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from seqlab.errors import ConfigError
 from seqlab.interfaces import RowPlan, Rows
 from seqlab.tokenizer import Tokenizer
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConverter
 from seqlab_plugins.objectives.clm import CausalLM, ClmConfig
 

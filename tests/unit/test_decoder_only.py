@@ -1,25 +1,18 @@
 """Decoder-only converter and model: sequence layout, loss mask, prefix-LM attention."""
-import numpy as np
 import pytest
 import torch
+from helpers import features
 
 from seqlab.errors import DataError
-from seqlab.interfaces import Features
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX, prefix_lm_mask
+from seqlab_plugins.architectures.attention import prefix_lm_mask
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.decoder_only import DecoderOnly, DecoderOnlyConfig, DecoderOnlyConverter
 
 PAD = 0
 
 
-def _features(inputs, targets) -> Features:
-    li = np.array([len(x) for x in inputs])
-    lt = np.array([len(x) for x in targets])
-    pad = lambda rows, w: np.array([r + [PAD] * (w - len(r)) for r in rows], dtype=np.int64).reshape(len(rows), w)
-    return Features(pad(inputs, max(li)), li, pad(targets, max(lt)), lt, np.zeros(len(li), dtype=np.int64))
-
-
 def test_converter_concatenates_and_labels_only_targets():
-    f = _features([[11, 12], [21]], [[13, 14, 15], [22, 23]])
+    f = features([[11, 12], [21]], [[13, 14, 15], [22, 23]])
     batch = DecoderOnlyConverter(PAD, 64, prefix_lm=True)(f)
     # row 0: sequence 11 12 13 14 15 -> inputs 11 12 13 14, predicting 12 13 14 15; loss only on 13 14 15
     assert batch["input_ids"].tolist() == [[11, 12, 13, 14], [21, 22, 23, PAD]]
@@ -29,22 +22,22 @@ def test_converter_concatenates_and_labels_only_targets():
 
 
 def test_packed_clm_needs_no_mask():
-    f = _features([[], []], [[1, 2, 3], [4, 5, 6]])
+    f = features([[], []], [[1, 2, 3], [4, 5, 6]])
     batch = DecoderOnlyConverter(PAD, 64, prefix_lm=True)(f)
     assert "lengths" not in batch  # full-length causal: SDPA's is_causal path
     assert batch["labels"].tolist() == [[2, 3], [5, 6]]
 
 
 def test_prefix_lm_off_makes_inputs_causal():
-    batch = DecoderOnlyConverter(PAD, 64, prefix_lm=False)(_features([[1, 2], [5]], [[3, 4], [6]]))
+    batch = DecoderOnlyConverter(PAD, 64, prefix_lm=False)(features([[1, 2], [5]], [[3, 4], [6]]))
     assert batch["prefix_lengths"].tolist() == [0, 0]  # the mask is kept only for the padding of row 1
-    full = DecoderOnlyConverter(PAD, 64, prefix_lm=False)(_features([[1, 2]], [[3, 4]]))
+    full = DecoderOnlyConverter(PAD, 64, prefix_lm=False)(features([[1, 2]], [[3, 4]]))
     assert "lengths" not in full  # no padding, no prefix: plain causal
 
 
 def test_sequence_longer_than_position_table_is_refused():
     with pytest.raises(DataError, match="exceeds architecture.max_positions=3"):
-        DecoderOnlyConverter(PAD, 3, prefix_lm=True)(_features([[]], [[1, 2, 3, 4, 5]]))
+        DecoderOnlyConverter(PAD, 3, prefix_lm=True)(features([[]], [[1, 2, 3, 4, 5]]))
 
 
 def test_prefix_lm_mask_is_bidirectional_in_prefix_causal_after_and_hides_padding():
@@ -79,8 +72,8 @@ def test_prefix_tokens_do_not_see_targets_and_targets_do_not_see_the_future():
 def test_loss_backward_and_tied_embeddings():
     model = DecoderOnly(DecoderOnlyConfig(d_model=32, n_layers=2, n_heads=4), vocab_size=50)
     model.init_weights()
-    assert model.head.weight is model.embed.weight
-    batch = DecoderOnlyConverter(PAD, 64, prefix_lm=True)(_features([[5, 6], [7]], [[8, 9], [10, 11, 12]]))
+    assert model.head.weight is model.decoder.embed.weight
+    batch = DecoderOnlyConverter(PAD, 64, prefix_lm=True)(features([[5, 6], [7]], [[8, 9], [10, 11, 12]]))
     out = model.loss(batch)
     assert out.tokens.tolist() == [2, 3]
     (out.loss_sum.sum() / out.tokens.sum()).backward()

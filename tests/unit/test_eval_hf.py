@@ -16,9 +16,8 @@ from transformers import GenerationConfig  # noqa: E402
 from seqlab.errors import DataError  # noqa: E402
 from seqlab.evaluation.hf import HFModel  # noqa: E402
 from seqlab.evaluation.model import SeqlabModel, TokenRequest  # noqa: E402
-from seqlab.experiment import resource_path  # noqa: E402
 from seqlab.registry import ARCHITECTURES  # noqa: E402
-from seqlab.tokenizer import EOS_ID, Tokenizer  # noqa: E402
+from seqlab.tokenizer import EOS_ID  # noqa: E402
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConfig  # noqa: E402
 from seqlab_plugins.architectures.export import export_model  # noqa: E402
 from seqlab_plugins.architectures.seq2seq import Seq2SeqConfig  # noqa: E402
@@ -37,25 +36,22 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer(resource_path("tokenizer/embedded.model"))
-
-
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def exported(request, tokenizer, tmp_path_factory) -> tuple[SeqlabModel, Path]:
     """A seqlab model and its export, the same weights. From init, noise on the matrices well above init_std
     makes greedy decoding vary (at init every position predicts much the same token), and a flipped, enlarged
     EOS row of the head makes some rows stop early, so EOS handling is compared too."""
     cfg = CONFIGS[request.param]
-    torch.manual_seed(0)
+    # The seed of the noise: one under which both architectures' greedy rows stop at several lengths (the tests
+    # below check that they do, so a seed that made every row run to the limit would fail, not pass weakly).
+    torch.manual_seed(3)
     model = ARCHITECTURES.build(cfg, vocab_size=tokenizer.vocab_size)
     model.init_weights()
     with torch.no_grad():
         for p in model.parameters():  # tied matrices are listed once, so they stay tied
             p.add_(torch.randn_like(p) * (0.02 if p.ndim == 1 else 0.2))
         model.head.weight[EOS_ID] *= -3
-    out = export_model(model, cfg, tokenizer, tmp_path_factory.mktemp(request.param))
+    out = export_model(model, tokenizer, tmp_path_factory.mktemp(request.param))
     return SeqlabModel(model, tokenizer, cfg, name=request.param, batch_size=BATCH_SIZE), out
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_flores, write_jsonl, write_lines
 
 from seqlab.errors import ConfigError, DataError, PluginError
 from seqlab.evaluation.harness import cut_at_stop, evaluate, evaluate_task, format_scores
@@ -74,14 +75,6 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def write_lines(path: Path, lines) -> Path:
-    return write(path, "".join(line + "\n" for line in lines))
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    return write_lines(path, [json.dumps(row, ensure_ascii=False) for row in rows])
-
-
 DEV = {"deu": ["Hallo Welt."], "eng": ["Hello world."]}
 DEVTEST = {"deu": ["Guten Morgen.", "Danke schön."], "eng": ["Good morning.", "Thank you."]}
 
@@ -89,10 +82,7 @@ DEVTEST = {"deu": ["Guten Morgen.", "Danke schön."], "eng": ["Good morning.", "
 @pytest.fixture
 def flores(tmp_path) -> Path:
     """A FLORES-200 layout with one dev pair (so a 1-shot prompt has a known shot) and two devtest pairs."""
-    for code in ("deu", "eng"):
-        write_lines(tmp_path / "flores200" / "dev" / f"{code}.dev", DEV[code])
-        write_lines(tmp_path / "flores200" / "devtest" / f"{code}.devtest", DEVTEST[code])
-    return tmp_path
+    return write_flores(tmp_path, {"dev": DEV, "devtest": DEVTEST})
 
 
 def task_examples(entry, data_root) -> list[Example]:

@@ -9,10 +9,10 @@ import torch
 from seqlab.errors import DataError
 from seqlab.evaluation.likelihood import Budget, build_request
 from seqlab.evaluation.model import SeqlabModel, TokenRequest
-from seqlab.experiment import resource_path
 from seqlab.registry import ARCHITECTURES, load_plugins
 from seqlab.tokenizer import BOS_ID, EOS_ID, Tokenizer
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX, label_logprobs, prefix_lm_mask
+from seqlab_plugins.architectures.attention import prefix_lm_mask
+from seqlab_plugins.architectures.loss import IGNORE_INDEX, label_logprobs
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConfig
 from seqlab_plugins.architectures.seq2seq import Seq2SeqConfig
 
@@ -29,17 +29,14 @@ def config(arch: str):
                              max_positions=MAX_POSITIONS, tie_embeddings=False, prefix_lm=arch == "prefix_lm")
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer(resource_path("tokenizer/embedded.model"))
-
-
 def build(arch: str) -> tuple[torch.nn.Module, object]:
     """A tiny random model whose predictions vary: the head is redrawn large (at init, near-uniform logits would
     make every comparison weak), and EOS is made likely enough that some greedy rows stop early."""
     load_plugins()
     cfg = config(arch)
-    torch.manual_seed(0)
+    # A seed under which every architecture's greedy rows stop at several lengths (the generation tests check
+    # that they do, so a seed that made every row run to the limit would fail, not pass weakly).
+    torch.manual_seed(6)
     model = ARCHITECTURES.build(cfg, vocab_size=V)
     model.init_weights()
     with torch.no_grad():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
+from helpers import read_jsonl, tiny_seqlab_model, write_flores, write_jsonl
 
 from seqlab.errors import DataError
 from seqlab.evaluation.aggregates import corpus_score
@@ -16,11 +17,9 @@ from seqlab.evaluation.harness import evaluate
 from seqlab.evaluation.model import SeqlabModel
 from seqlab.evaluation.tasks import resolve_tasks
 from seqlab.experiment import resource_path
-from seqlab.registry import ARCHITECTURES, load_plugins
+from seqlab.registry import load_plugins
 from seqlab.tokenizer import BOS_ID, Tokenizer
-from seqlab_plugins.architectures.blocks import prefix_lm_mask
-from seqlab_plugins.architectures.decoder_only import DecoderOnlyConfig
-from seqlab_plugins.architectures.seq2seq import Seq2SeqConfig
+from seqlab_plugins.architectures.attention import prefix_lm_mask
 from seqlab_plugins.evals.metrics import bleu_tokenizer, rouge
 
 ARCHS = ["seq2seq", "prefix_lm", "causal_lm"]
@@ -31,23 +30,8 @@ def plugins():
     load_plugins()
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer(resource_path("tokenizer/embedded.model"))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Fixtures: a rank task with a one-item shot pool, FLORES de->en and en->ja, summaries
-
-
-def write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-def write_lines(path: Path, lines) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 SHOT = {"text": "snow fell all night", "choices": ["weather", "sports", "animals"], "label": 0}
@@ -64,9 +48,7 @@ FLORES = {"dev": {"deu": ["Hallo Welt."], "eng": ["Hello world."], "jpn": ["ã“ã
 def data(tmp_path) -> Path:
     write_jsonl(tmp_path / "mc" / "train.jsonl", [SHOT])
     write_jsonl(tmp_path / "mc" / "test.jsonl", ITEMS)
-    for split, langs in FLORES.items():
-        for code, lines in langs.items():
-            write_lines(tmp_path / "flores200" / split / f"{code}.{split}", lines)
+    write_flores(tmp_path, FLORES)
     write_jsonl(tmp_path / "news.jsonl", [{"document": f"Report {i}: the council met and voted.",
                                            "summary": f"Council vote {i} passed."} for i in range(3)])
     return tmp_path
@@ -77,27 +59,8 @@ def mc_task(mode: str = "clm") -> dict:
             "shot_template": "{text}: {answer}", "query_template": "{text}:"}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Hand computations on tiny models
-
-
-def tiny(arch: str, tokenizer: Tokenizer) -> SeqlabModel:
-    if arch == "seq2seq":
-        cfg = Seq2SeqConfig(name="seq2seq", d_model=32, n_heads=4, encoder_layers=1, decoder_layers=1, d_ff=64,
-                            max_positions=128)
-    else:
-        cfg = DecoderOnlyConfig(name="decoder_only", d_model=32, n_heads=4, n_layers=1, d_ff=64, max_positions=256,
-                                tie_embeddings=False, prefix_lm=arch == "prefix_lm")
-    torch.manual_seed(0)
-    model = ARCHITECTURES.build(cfg, vocab_size=tokenizer.vocab_size)
-    model.init_weights()
-    with torch.no_grad():  # peaked predictions, so that scores differ clearly between prompts
-        torch.nn.init.normal_(model.head.weight, std=1.0)
-    return SeqlabModel(model.eval(), tokenizer, cfg, name=arch, batch_size=4)
 
 
 def hand_logprob(ours: SeqlabModel, arch: str, mode: str, prompt: str, continuation: str) -> float:
@@ -124,7 +87,7 @@ def hand_logprob(ours: SeqlabModel, arch: str, mode: str, prompt: str, continuat
 @pytest.mark.parametrize("mode", ["clm", "denoising"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_rank_task_likelihoods_equal_a_hand_computation(arch, mode, tokenizer, data, tmp_path):
-    ours = tiny(arch, tokenizer)
+    ours = tiny_seqlab_model(arch, tokenizer)
     out = tmp_path / "out"
     results = evaluate(ours, resolve_tasks([mc_task(mode)]), out, data_root=data, progress=False)["mc"]
     records = read_jsonl(out / "mc.predictions.jsonl")
@@ -150,7 +113,7 @@ def test_rank_task_likelihoods_equal_a_hand_computation(arch, mode, tokenizer, d
 @pytest.mark.parametrize("mode", ["clm", "denoising"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_translation_reference_likelihood_equals_a_hand_computation(arch, mode, tokenizer, data, tmp_path):
-    ours = tiny(arch, tokenizer)
+    ours = tiny_seqlab_model(arch, tokenizer)
     out = tmp_path / "out"
     tasks = resolve_tasks([{"preset": "flores_de_en", "mode": mode, "max_new_tokens": 3}])
     results = evaluate(ours, tasks, out, data_root=data, progress=False)["flores_de_en"]
@@ -171,7 +134,7 @@ def test_translation_reference_likelihood_equals_a_hand_computation(arch, mode, 
 
 
 def test_zero_shots_have_no_in_context_gain(tokenizer, data, tmp_path):
-    ours = tiny("causal_lm", tokenizer)
+    ours = tiny_seqlab_model("causal_lm", tokenizer)
     tasks = resolve_tasks([{**mc_task(), "shots": 0}, {"preset": "flores_de_en", "shots": 0, "max_new_tokens": 2}])
     results = evaluate(ours, tasks, tmp_path / "out", data_root=data, progress=False)
     for label in ("mc", "flores_de_en"):
@@ -187,7 +150,7 @@ def test_zero_shot_examples_that_differ_are_a_data_error(tokenizer, data, monkey
     monkeypatch.setattr(RankClassification, "examples",  # the 0-shot copy of the task loses its first example
                         lambda self, root: real(self, root)[int(self.cfg.shots == 0):])
     with pytest.raises(DataError, match=r"eval task 'mc': with task.shots=0 the data gives other examples"):
-        evaluate(tiny("causal_lm", tokenizer), resolve_tasks([mc_task()]), None, data_root=data, progress=False)
+        evaluate(tiny_seqlab_model("causal_lm", tokenizer), resolve_tasks([mc_task()]), None, data_root=data, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

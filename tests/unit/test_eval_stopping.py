@@ -2,20 +2,17 @@
 stop string kept, and exactly the predictions of generating to max_new_tokens and cutting."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import read_jsonl, tiny_seqlab_model, write_flores
 
 from seqlab.evaluation.harness import cut_at_stop, evaluate
 from seqlab.evaluation.model import SeqlabModel, TokenRequest
 from seqlab.evaluation.tasks import resolve_tasks
-from seqlab.experiment import resource_path
-from seqlab.registry import ARCHITECTURES, load_plugins
-from seqlab.tokenizer import EOS_ID, Tokenizer
-from seqlab_plugins.architectures.decoder_only import DecoderOnlyConfig
-from seqlab_plugins.architectures.seq2seq import Seq2SeqConfig
+from seqlab.registry import load_plugins
+from seqlab.tokenizer import EOS_ID
 
 ARCHS = ["seq2seq", "prefix_lm", "causal_lm"]
 FLORES = {"dev": {"deu": ["Hallo Welt."], "eng": ["Hello world."]},
@@ -28,40 +25,9 @@ def plugins():
     load_plugins()
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer(resource_path("tokenizer/embedded.model"))
-
-
 @pytest.fixture
 def data(tmp_path) -> Path:
-    for split, langs in FLORES.items():
-        for code, lines in langs.items():
-            path = tmp_path / "flores200" / split / f"{code}.{split}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return tmp_path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def tiny(arch: str, tokenizer: Tokenizer) -> SeqlabModel:
-    """A tiny random model over the whole vocabulary (so generations decode to text), its head redrawn large
-    so that greedy choices vary."""
-    if arch == "seq2seq":
-        cfg = Seq2SeqConfig(name="seq2seq", d_model=32, n_heads=4, encoder_layers=1, decoder_layers=1, d_ff=64,
-                            max_positions=128)
-    else:
-        cfg = DecoderOnlyConfig(name="decoder_only", d_model=32, n_heads=4, n_layers=1, d_ff=64, max_positions=256,
-                                tie_embeddings=False, prefix_lm=arch == "prefix_lm")
-    torch.manual_seed(0)
-    model = ARCHITECTURES.build(cfg, vocab_size=tokenizer.vocab_size)
-    model.init_weights()
-    with torch.no_grad():
-        torch.nn.init.normal_(model.head.weight, std=1.0)
-    return SeqlabModel(model.eval(), tokenizer, cfg, name=arch, batch_size=4)
+    return write_flores(tmp_path, FLORES)
 
 
 def requests_of(ours: SeqlabModel, texts: list[str], denoising: bool = False) -> list[TokenRequest]:
@@ -90,7 +56,7 @@ MAX_NEW = 12
 @pytest.mark.parametrize("denoising", [False, True])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generation_stops_at_a_stop_string_with_fewer_steps(arch, denoising, tokenizer):
-    ours = tiny(arch, tokenizer)
+    ours = tiny_seqlab_model(arch, tokenizer)
     ours.batch_size = 1  # every request its own batch: each one's steps are counted
     steps = []
     ours.model.head.register_forward_hook(lambda *_: steps.append(1))  # one head call per generation step
@@ -119,7 +85,7 @@ def test_generation_stops_at_a_stop_string_with_fewer_steps(arch, denoising, tok
 @pytest.mark.parametrize("arch", ["seq2seq", "causal_lm"])
 def test_harness_predictions_are_those_of_generating_to_the_limit_and_cutting(arch, tokenizer, data, tmp_path,
                                                                              monkeypatch):
-    ours = tiny(arch, tokenizer)
+    ours = tiny_seqlab_model(arch, tokenizer)
     ours.batch_size = 1  # a row that stops saves steps whatever the other rows do
     shot = "Sentence: Hallo Welt.; Translation in English: Hello world.; "
     probe = ours.generate(requests_of(ours, [f"{shot}Sentence: {s}; Translation in English:"
@@ -140,7 +106,7 @@ def test_harness_predictions_are_those_of_generating_to_the_limit_and_cutting(ar
 
 
 def test_stop_strings_leave_eos_rows_alone(tokenizer):
-    ours = tiny("causal_lm", tokenizer)
+    ours = tiny_seqlab_model("causal_lm", tokenizer)
     with torch.no_grad():
         ours.model.head.weight[EOS_ID] *= 3  # some rows end at EOS before any stop string
     requests = requests_of(ours, PROMPTS)

@@ -8,12 +8,13 @@ import torch
 
 pytest.importorskip("transformers")
 
+from helpers import padded_ids, perturbed  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
 
 from seqlab.errors import ConfigError  # noqa: E402
 from seqlab.experiment import resource_path  # noqa: E402
 from seqlab.tokenizer import BOS_ID, EOS_ID, MODE_TOKENS, PAD_ID, UNK_ID, Tokenizer  # noqa: E402
-from seqlab_plugins.architectures.blocks import prefix_lm_mask  # noqa: E402
+from seqlab_plugins.architectures.attention import prefix_lm_mask  # noqa: E402
 from seqlab_plugins.architectures.decoder_only import DecoderOnly, DecoderOnlyConfig  # noqa: E402
 from seqlab_plugins.architectures.export import export_model, to_hf_tokenizer  # noqa: E402
 from seqlab_plugins.architectures.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
@@ -22,46 +23,20 @@ TOLERANCE = 1e-4
 MAX_POSITIONS = 24  # the test batches fill the whole position table, so every row's mapping is checked
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer(resource_path("tokenizer/embedded.model"))
-
-
-def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
-    """init_weights, then noise on everything: init leaves norms at 1, biases at 0 and the three seq2seq
-    vocabulary matrices equal, so a mapping that dropped or swapped any of them would pass by accident."""
-    torch.manual_seed(0)
-    model.init_weights()
-    with torch.no_grad():
-        for p in model.parameters():  # tied matrices are listed once, so they stay tied
-            p.add_(torch.randn_like(p) * (0.3 if p.ndim == 1 else 0.02))
-    return model.eval()
-
-
-def _padded_ids(lengths: list[int], vocab_size: int, first: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random text ids right-padded to MAX_POSITIONS -> ids (B, T) and the 0/1 attention mask (B, T)."""
-    g = torch.Generator().manual_seed(len(lengths) + sum(lengths))
-    ids = torch.randint(16, vocab_size, (len(lengths), MAX_POSITIONS), generator=g)
-    if first is not None:
-        ids[:, 0] = first
-    mask = torch.arange(MAX_POSITIONS)[None, :] < torch.tensor(lengths)[:, None]
-    return ids.masked_fill(~mask, PAD_ID), mask.long()
-
-
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
 def test_seq2seq_exports_to_mbart_with_our_logits(tmp_path, tokenizer, tie):
     cfg = Seq2SeqConfig(name="seq2seq", d_model=32, n_heads=4, encoder_layers=2, decoder_layers=3, d_ff=48,
                         max_positions=MAX_POSITIONS, embedding_norm=True, tie_embeddings=tie)
-    model = _perturbed(Seq2Seq(cfg, vocab_size=tokenizer.vocab_size))
-    export_model(model, cfg, tokenizer, tmp_path)
+    model = perturbed(Seq2Seq(cfg, vocab_size=tokenizer.vocab_size))
+    export_model(model, tokenizer, tmp_path)
     hf = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
     assert type(hf).__name__ == "MBartForConditionalGeneration"
     embeddings = (hf.model.encoder.embed_tokens.weight, hf.model.decoder.embed_tokens.weight, hf.lm_head.weight)
     assert len({w.data_ptr() for w in embeddings}) == (1 if tie else 3)
 
     input_lengths = [24, 9, 1, 15]
-    input_ids, attention_mask = _padded_ids(input_lengths, tokenizer.vocab_size)
-    decoder_ids, _ = _padded_ids([20, 24, 3, 11], tokenizer.vocab_size, first=BOS_ID)
+    input_ids, attention_mask = padded_ids(input_lengths, tokenizer.vocab_size, MAX_POSITIONS)
+    decoder_ids, _ = padded_ids([20, 24, 3, 11], tokenizer.vocab_size, MAX_POSITIONS, first=BOS_ID)
     with torch.no_grad():
         ours = model(input_ids, torch.tensor(input_lengths), decoder_ids)  # (B, T, V)
         theirs = hf(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_ids).logits
@@ -73,15 +48,15 @@ def test_seq2seq_exports_to_mbart_with_our_logits(tmp_path, tokenizer, tie):
 def test_decoder_only_exports_to_gpt2_with_our_causal_logits(tmp_path, tokenizer, tie, prefix_lm):
     cfg = DecoderOnlyConfig(name="decoder_only", d_model=32, n_layers=3, n_heads=4, d_ff=40,
                             max_positions=MAX_POSITIONS, tie_embeddings=tie, prefix_lm=prefix_lm)
-    model = _perturbed(DecoderOnly(cfg, vocab_size=tokenizer.vocab_size))
-    export_model(model, cfg, tokenizer, tmp_path)
+    model = perturbed(DecoderOnly(cfg, vocab_size=tokenizer.vocab_size))
+    export_model(model, tokenizer, tmp_path)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(hf).__name__ == "GPT2LMHeadModel"
     assert (hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()) == tie
     assert hf.config.layer_norm_epsilon == torch.nn.LayerNorm(1).eps  # too small a change for the logits to show
 
     lengths = [24, 7, 1, 16]
-    ids, attention_mask = _padded_ids(lengths, tokenizer.vocab_size)
+    ids, attention_mask = padded_ids(lengths, tokenizer.vocab_size, MAX_POSITIONS)
     causal = prefix_lm_mask(torch.tensor(lengths), torch.zeros(len(lengths), dtype=torch.long), MAX_POSITIONS)
     with torch.no_grad():
         padded = (model(ids, causal) - hf(input_ids=ids, attention_mask=attention_mask).logits).abs().max()
@@ -95,14 +70,14 @@ def test_mbart_export_requires_embedding_norm(tmp_path, tokenizer):
     cfg = Seq2SeqConfig(name="seq2seq", d_model=32, n_heads=4, encoder_layers=1, decoder_layers=1,
                         max_positions=MAX_POSITIONS, embedding_norm=False)
     with pytest.raises(ConfigError, match=r"architecture.embedding_norm=False: MBart always applies a LayerNorm"):
-        export_model(Seq2Seq(cfg, vocab_size=tokenizer.vocab_size), cfg, tokenizer, tmp_path)
+        export_model(Seq2Seq(cfg, vocab_size=tokenizer.vocab_size), tokenizer, tmp_path)
     assert not (tmp_path / "config.json").exists()
 
 
 def test_export_rejects_a_tokenizer_of_another_vocabulary(tmp_path, tokenizer):
     cfg = DecoderOnlyConfig(name="decoder_only", d_model=32, n_layers=1, n_heads=4, max_positions=MAX_POSITIONS)
     with pytest.raises(ConfigError, match=f"vocab_size {tokenizer.vocab_size} differs from the model's 100"):
-        export_model(DecoderOnly(cfg, vocab_size=100), cfg, tokenizer, tmp_path)
+        export_model(DecoderOnly(cfg, vocab_size=100), tokenizer, tmp_path)
 
 
 def _corpus_lines(corpus_dir: Path) -> list[str]:

@@ -3,17 +3,18 @@ filters, EOS handling, config validation, and an unchanged training path after a
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seqlab.errors import ConfigError
 from seqlab.interfaces import Features
-from seqlab_plugins.architectures.blocks import (
-    Block, CrossAttention, LayerCache, SelfAttention, attend, padding_mask, prefix_lm_mask,
-)
+from seqlab_plugins.architectures.attention import Attention, Context, LayerCache, padding_mask, prefix_lm_mask
+from seqlab_plugins.architectures.components import TransformerConfig
 from seqlab_plugins.architectures.decoder_only import DecoderOnly, DecoderOnlyConfig
-from seqlab_plugins.architectures.generation import (
-    DecoderOnlySteps, GenerationConfig, Seq2SeqSteps, generate, top_k_filter, top_p_filter,
-)
+from seqlab_plugins.architectures.decoder_only.steps import DecoderOnlySteps
+from seqlab_plugins.architectures.generation import GenerationConfig, generate, top_k_filter, top_p_filter
+from seqlab_plugins.architectures.layers import Block
 from seqlab_plugins.architectures.seq2seq import Seq2Seq, Seq2SeqConfig
+from seqlab_plugins.architectures.seq2seq.steps import Seq2SeqSteps
 
 V = 40  # vocabulary
 ARCHS = ["seq2seq", "prefix_lm", "causal_lm"]
@@ -83,7 +84,7 @@ def test_step_logits_equal_the_training_forward(arch, use_cache):
     batch = type(model).feature_converter(model.cfg, pad_id=0)(features)
     model.eval()
     with torch.no_grad():
-        steps = steps_class(model, ids, lengths, GenerationConfig(max_new_tokens=6, use_cache=use_cache))
+        steps = steps_class(model, ids, lengths, max_new_tokens=6, use_cache=use_cache)
         stepped = torch.stack([steps(None)] + [steps(targets[:, i]) for i in range(5)], dim=1)  # (B, 6, V)
         if arch == "seq2seq":
             logits = model(batch["input_ids"], batch["input_lengths"], batch["decoder_input_ids"])  # (B, T, V)
@@ -99,17 +100,18 @@ def test_block_cache_fed_in_chunks_equals_one_causal_pass():
     """Chunks of several tokens need the causal diagonal aligned to the newest keys; cross-attention keys and
     values are projected once and reused."""
     torch.manual_seed(0)
-    block = Block(16, 2, 32, 0.0, cross=True).double()
+    block = Block(TransformerConfig(name="block", d_model=16, n_heads=2, d_ff=32, dropout=0.0), cross=True).double()
     memory, memory_mask = torch.randn(2, 5, 16, dtype=torch.float64), padding_mask(torch.tensor([5, 3]), 5)
+    ctx = Context(None, True, memory=memory, memory_mask=memory_mask)
     x = torch.randn(2, 6, 16, dtype=torch.float64)
     cache = LayerCache(6)
     with torch.no_grad():
-        full = block(x, None, True, memory, memory_mask)
-        parts = [block(x[:, a:b], None, True, memory, memory_mask, cache=cache) for a, b in ((0, 3), (3, 4), (4, 6))]
+        full = block(x, ctx)
+        parts = [block(x[:, a:b], ctx, cache=cache) for a, b in ((0, 3), (3, 4), (4, 6))]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=0, atol=1e-12)
     assert cache.length == 6 and cache.memory_kv[0].shape == (2, 2, 5, 8)
     with pytest.raises(ValueError, match="cache of capacity 6 cannot hold 7 positions"):
-        block(x[:, :1], None, True, memory, memory_mask, cache=cache)
+        block(x[:, :1], ctx, cache=cache)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -245,6 +247,12 @@ def test_config_validation_names_field_and_value(kwargs, message):
         GenerationConfig(**kwargs)
 
 
+def attend(q, k, v, mask, causal, dropout):
+    """The attention call before caching existed, verbatim."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                          dropout_p=dropout)
+
+
 def old_self_attention(self, x, mask, causal, cache=None):
     """SelfAttention.forward before caching existed, verbatim."""
     assert cache is None
@@ -265,6 +273,13 @@ def old_cross_attention(self, x, memory, memory_mask, cache=None):
     return self.out(y.transpose(1, 2).reshape(B, T, C))
 
 
+def old_attention(self, x, ctx, cache=None):
+    """Attention.forward (self or cross, multi-head, no positions in attention) as the pre-caching code."""
+    if self.cross:
+        return old_cross_attention(self, x, ctx.memory, ctx.memory_mask, cache)
+    return old_self_attention(self, x, ctx.mask, ctx.causal, cache)
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_training_loss_and_gradients_are_unchanged(arch, checkpointing, monkeypatch):
@@ -282,8 +297,7 @@ def test_training_loss_and_gradients_are_unchanged(arch, checkpointing, monkeypa
         return out.loss_sum.detach(), [p.grad.clone() for p in model.parameters()]
 
     new_loss, new_grads = loss_and_grads()
-    monkeypatch.setattr(SelfAttention, "forward", old_self_attention)
-    monkeypatch.setattr(CrossAttention, "forward", old_cross_attention)
+    monkeypatch.setattr(Attention, "forward", old_attention)
     old_loss, old_grads = loss_and_grads()
     assert torch.equal(new_loss, old_loss)
     assert all(torch.equal(a, b) for a, b in zip(new_grads, old_grads))

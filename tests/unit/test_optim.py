@@ -15,8 +15,9 @@ def test_no_weight_decay_on_biases_and_norms():
     decay_names = {names[id(p)] for p in decay["params"]}
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
     assert all(n.endswith("bias") or "norm" in n for n in no_decay_names)
-    assert {"blocks.0.attn_norm.weight", "blocks.0.attn.qkv.bias", "final_norm.bias"} <= no_decay_names
-    assert {"embed.weight", "positions.weight", "blocks.0.ff.up.weight"} <= decay_names
+    assert {"decoder.blocks.0.attn_norm.weight", "decoder.blocks.0.attn.qkv.bias",
+            "decoder.final_norm.bias"} <= no_decay_names
+    assert {"decoder.embed.weight", "decoder.positions.weight", "decoder.blocks.0.ff.up.weight"} <= decay_names
     assert len(no_decay_names) + len(decay_names) == len(list(model.parameters()))
 
 

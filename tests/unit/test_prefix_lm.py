@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import packed_rows
 from hypothesis import given, settings, strategies as st
 
-from seqlab.interfaces import RowPlan, Rows
 from seqlab.tokenizer import Tokenizer
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConverter
 from seqlab_plugins.objectives.prefix_lm import PrefixLM, PrefixLMConfig
 
@@ -17,12 +17,6 @@ PROPERTY = settings(max_examples=200, deadline=None)
 @pytest.fixture(scope="module")
 def tokenizer(small_tokenizer) -> Tokenizer:
     return Tokenizer(small_tokenizer)
-
-
-def packed_rows(tok: Tokenizer, rng: np.random.Generator, batch: int, length: int) -> Rows:
-    """Full packed rows of text ids: non-special pieces and the [DOC] separator."""
-    text = np.append(np.setdiff1d(np.arange(tok.vocab_size), tok.special_ids), tok.token_id("[DOC]"))
-    return Rows(rng.choice(text, size=(batch, length)), np.full(batch, length), RowPlan.uniform(batch, length))
 
 
 def build(tok: Tokenizer, seq_len: int, mode_token: str | None = None) -> PrefixLM:

@@ -19,7 +19,7 @@ class _Cfg(ObjectiveConfig):
 def test_builtins_load_through_entry_points():
     load_plugins()
     assert OBJECTIVES.get("clm").module == "seqlab_plugins.objectives.clm"
-    assert ARCHITECTURES.get("decoder_only").module == "seqlab_plugins.architectures.decoder_only"
+    assert ARCHITECTURES.get("decoder_only").module == "seqlab_plugins.architectures.decoder_only.model"
     assert {"auto", "ddp"} <= set(STRATEGIES.names())
     assert {"corpus", "prepared"} <= set(DATA_SOURCES.names())
 

@@ -2,22 +2,15 @@
 import numpy as np
 import pytest
 import torch
+from helpers import features
 
 from seqlab.errors import DataError
-from seqlab.interfaces import Features
 from seqlab.tokenizer import BOS_ID
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqConverter
 
 PAD = 0
 V = 50
-
-
-def _features(inputs, targets) -> Features:
-    li = np.array([len(x) for x in inputs])
-    lt = np.array([len(x) for x in targets])
-    pad = lambda rows, w: np.array([r + [PAD] * (w - len(r)) for r in rows], dtype=np.int64).reshape(len(rows), w)
-    return Features(pad(inputs, max(li)), li, pad(targets, max(lt)), lt, np.zeros(len(li), dtype=np.int64))
 
 
 def _model(**overrides) -> Seq2Seq:
@@ -30,11 +23,11 @@ def _model(**overrides) -> Seq2Seq:
 def _batch(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     ids = lambda n: rng.integers(4, V, n).tolist()
-    return Seq2SeqConverter(PAD, 16)(_features([ids(5), ids(3)], [ids(4), ids(6)]))
+    return Seq2SeqConverter(PAD, 16)(features([ids(5), ids(3)], [ids(4), ids(6)]))
 
 
 def test_converter_shifts_targets_behind_bos_and_labels_them():
-    batch = Seq2SeqConverter(PAD, 8)(_features([[11, 12, 13], [21]], [[31, 32], [41, 42, 43]]))
+    batch = Seq2SeqConverter(PAD, 8)(features([[11, 12, 13], [21]], [[31, 32], [41, 42, 43]]))
     assert batch["input_ids"].tolist() == [[11, 12, 13], [21, PAD, PAD]]
     assert batch["input_lengths"].tolist() == [3, 1]
     assert batch["decoder_input_ids"].tolist() == [[BOS_ID, 31, PAD], [BOS_ID, 41, 42]]
@@ -44,11 +37,11 @@ def test_converter_shifts_targets_behind_bos_and_labels_them():
 
 def test_converter_refuses_empty_inputs_and_too_long_sequences():
     with pytest.raises(DataError, match="at least one input token"):
-        Seq2SeqConverter(PAD, 8)(_features([[5], []], [[6], [7]]))
+        Seq2SeqConverter(PAD, 8)(features([[5], []], [[6], [7]]))
     with pytest.raises(DataError, match="a 4-token sequence exceeds architecture.max_positions=3"):
-        Seq2SeqConverter(PAD, 3)(_features([[1, 2, 3, 4]], [[5]]))
+        Seq2SeqConverter(PAD, 3)(features([[1, 2, 3, 4]], [[5]]))
     with pytest.raises(DataError, match="a 5-token sequence exceeds architecture.max_positions=3"):
-        Seq2SeqConverter(PAD, 3)(_features([[1]], [[5, 6, 7, 8, 9]]))
+        Seq2SeqConverter(PAD, 3)(features([[1]], [[5, 6, 7, 8, 9]]))
 
 
 def test_more_encoder_padding_changes_no_real_position():

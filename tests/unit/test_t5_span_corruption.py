@@ -5,12 +5,12 @@ import math
 
 import numpy as np
 import pytest
+from helpers import packed_rows
 from hypothesis import assume, given, settings, strategies as st
 
 from seqlab.errors import ConfigError
-from seqlab.interfaces import RowPlan, Rows
 from seqlab.tokenizer import Tokenizer
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConverter
 from seqlab_plugins.objectives.t5_span_corruption import (
     T5SpanCorruption, T5SpanCorruptionConfig, noise_counts, span_corruption_lengths,
@@ -22,15 +22,6 @@ PROPERTY = settings(max_examples=150, deadline=None)
 @pytest.fixture(scope="module")
 def tokenizer(small_tokenizer) -> Tokenizer:
     return Tokenizer(small_tokenizer)  # 2000 pieces, 16 sentinels
-
-
-def text_ids(tok: Tokenizer) -> np.ndarray:
-    """Ids that may appear in packed text: every non-special piece, and the [DOC] separator."""
-    return np.append(np.setdiff1d(np.arange(tok.vocab_size), tok.special_ids), tok.token_id("[DOC]"))
-
-
-def packed_rows(tok: Tokenizer, rng: np.random.Generator, batch: int, length: int) -> Rows:
-    return Rows(rng.choice(text_ids(tok), size=(batch, length)), np.full(batch, length), RowPlan.uniform(batch, length))
 
 
 def build(tok: Tokenizer, seq_len: int, **fields) -> T5SpanCorruption:

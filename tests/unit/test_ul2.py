@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import planned_rows
 from hypothesis import given, settings, strategies as st
 from omegaconf import OmegaConf
 
 from seqlab.errors import ConfigError
 from seqlab.experiment import compose_config, resource_path
-from seqlab.interfaces import RowPlan, Rows
 from seqlab.tokenizer import Tokenizer
-from seqlab_plugins.architectures.blocks import IGNORE_INDEX
+from seqlab_plugins.architectures.loss import IGNORE_INDEX
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConverter
 from seqlab_plugins.objectives.mixture import Mixture
 from seqlab_plugins.objectives.t5_span_corruption import T5SpanCorruption
@@ -28,15 +28,6 @@ def tokenizer(small_tokenizer) -> Tokenizer:
 @pytest.fixture(scope="module")
 def ul2(tokenizer) -> Mixture:
     return build_ul2(UL2Config(name="ul2"), tokenizer=tokenizer, seq_len=SEQ_LEN)
-
-
-def planned_rows(tok: Tokenizer, rng: np.random.Generator, plan: RowPlan) -> Rows:
-    """Full packed rows of text ids (non-special pieces and [DOC]) at each row's planned length, right-padded."""
-    text = np.append(np.setdiff1d(np.arange(tok.vocab_size), tok.special_ids), tok.token_id("[DOC]"))
-    width = int(plan.length.max())
-    tokens = np.where(np.arange(width)[None, :] < plan.length[:, None],
-                      rng.choice(text, size=(len(plan.length), width)), tok.pad_id)
-    return Rows(tokens, plan.length.copy(), plan)
 
 
 def reconstruct(inputs: np.ndarray, targets: np.ndarray, sentinels: set[int]) -> list[int]:

@@ -24,11 +24,12 @@ from hydra.core.config_store import ConfigStore
 
 from seqlab.budget import UNITS, StreamCosts, example_costs
 from seqlab.config import RunConfig
-from seqlab.errors import ConfigError, require
+from seqlab.errors import require
 from seqlab.evaluation.harness import evaluate
 from seqlab.evaluation.model import SeqlabModel
 from seqlab.evaluation.runs import RESULTS, read_metrics
 from seqlab.evaluation.tasks import resolve_tasks
+from seqlab.interfaces import capability
 from seqlab.registry import ARCHITECTURES, EVAL_TASKS, OBJECTIVES
 from seqlab.tokenizer import Tokenizer
 from seqlab.train import probe_features, train
@@ -103,11 +104,9 @@ def _named(name: str) -> Any:
 def _scaled(cfg: Any, width: float, depth: float, where: str) -> Any:
     if width == 1 and depth == 1:
         return cfg
-    factory = ARCHITECTURES.get(cfg.name).factory
-    if not hasattr(factory, "scaled"):
-        raise ConfigError(f"{where}: architecture {cfg.name!r} cannot be scaled by width and depth; "
-                          "give this size a preset")
-    return factory.scaled(cfg, width, depth)
+    scaled = capability(ARCHITECTURES.get(cfg.name).factory, "scaled",
+                        f"scaling by width and depth ({where}: give this size a preset)")
+    return scaled(cfg, width, depth)
 
 
 def size_architectures(run: CompareRunConfig, size: SizeConfig, vocab_size: int,
@@ -119,12 +118,11 @@ def size_architectures(run: CompareRunConfig, size: SizeConfig, vocab_size: int,
         return model, _named(size.baseline)
     if run.compare.baseline is not None:
         return model, _scaled(_named(run.compare.baseline), size.width, size.depth, "compare.baseline")
-    factory = ARCHITECTURES.get(model.name).factory
-    if not hasattr(factory, "matched_baseline"):
-        raise ConfigError(f"architecture {model.name!r} derives no baseline; set compare.baseline=NAME")
+    matched_baseline = capability(ARCHITECTURES.get(model.name).factory, "matched_baseline",
+                                  "deriving a matched baseline (set compare.baseline=NAME)")
     # Matched at the longest example: position tables must hold it, and under the AlexaTM mixture the
     # denoising rows (80%) all have exactly this shape.
-    return model, factory.matched_baseline(model, vocab_size, int(lengths[0].max()), int(lengths[1].max()),
+    return model, matched_baseline(model, vocab_size, int(lengths[0].max()), int(lengths[1].max()),
                                            run.compare.match)
 
 
@@ -173,8 +171,9 @@ def run_one(run: RunConfig, run_dir: Path, vocab_size: int, tasks: dict,
     trainer = train(run, run_dir)
     if not trainer.is_global_zero:
         return None
-    factory = ARCHITECTURES.get(run.architecture.name).factory
-    params = factory.parameter_count(run.architecture, vocab_size)
+    parameter_count = capability(ARCHITECTURES.get(run.architecture.name).factory, "parameter_count",
+                                 "parameter accounting")
+    params = parameter_count(run.architecture, vocab_size)
     metrics = read_metrics(Path(trainer.logger.log_dir) / "metrics.csv")
     scores, eval_dir = {}, run_dir / "eval" / "final"
     if tasks:
@@ -188,7 +187,9 @@ def run_one(run: RunConfig, run_dir: Path, vocab_size: int, tasks: dict,
             "flops_per_example": float(flops.mean()), **metrics, "eval": scores}
 
 
-def _run_config(run: CompareRunConfig, arch: Any, steps: int, interval: int) -> RunConfig:
+def _run_config(run: CompareRunConfig, arch: Any, steps: int, interval: int, role: str) -> RunConfig:
+    """One run of the study. trainer.freeze belongs to the model's recipe (e.g. the paper's frozen warm-started
+    encoder, which a decoder-only baseline does not have): the baseline trains every parameter from the start."""
     base = {f.name: getattr(run, f.name) for f in dataclasses.fields(RunConfig)}
     t = run.trainer
     # Training rows must land on every validation step and on the last step: their tokens and FLOPs seen are
@@ -196,7 +197,8 @@ def _run_config(run: CompareRunConfig, arch: Any, steps: int, interval: int) -> 
     period = math.gcd(interval, steps)
     log_every = max(d for d in range(1, min(t.log_every_n_steps, period) + 1) if period % d == 0)
     trainer = dataclasses.replace(t, max_steps=steps, val_check_interval=interval, log_every_n_steps=log_every,
-                                  checkpoint_every_n_steps=min(t.checkpoint_every_n_steps, steps))
+                                  checkpoint_every_n_steps=min(t.checkpoint_every_n_steps, steps),
+                                  freeze=t.freeze if role == "model" else [])
     return RunConfig(**{**base, "architecture": arch, "trainer": trainer})
 
 
@@ -218,7 +220,7 @@ def compare_size(run: CompareRunConfig, index: int, costs: StreamCosts, vocab_si
         else:
             interval = max(1, steps // cmp.curve_points)
         name = arch.name if arch.name not in out["runs"] else f"{arch.name}_{role}"
-        result = run_one(_run_config(run, arch, steps, interval), job_dir / f"size{index}" / name, vocab_size,
+        result = run_one(_run_config(run, arch, steps, interval, role), job_dir / f"size{index}" / name, vocab_size,
                          tasks, lengths)
         if result is None:
             return None

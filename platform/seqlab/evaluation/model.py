@@ -117,8 +117,8 @@ class SeqlabModel:
         self.name = name
         self.batch_size = batch_size
         self.converter = type(model).feature_converter(architecture, pad_id=tokenizer.pad_id)
-        self.encoder_decoder = hasattr(model, "encode")
-        self.max_positions = int(architecture.max_positions)
+        self.encoder_decoder = bool(model.encoder_decoder)
+        self.max_positions = int(model.max_positions)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, tokenizer: str | Path | None = None, batch_size: int = 16,

@@ -1,5 +1,8 @@
-"""Text generation for both architectures: greedy decoding or sampling (temperature, top-k, top-p), batched
+"""Text generation for every architecture: greedy decoding or sampling (temperature, top-k, top-p), batched
 over prompts of different lengths, with a key/value cache.
+
+The loop here is generic: a model provides `decode_steps(...)`, a `DecodeSteps` that turns the last step's
+tokens into the next logits (each architecture's package holds its own, with its cache layout).
 
 Every row generates in lockstep, one token per step. A row that emits EOS, or that a `stop` check declares
 done, keeps that token and is padded from then on; the batch stops when every row is done or after
@@ -9,17 +12,14 @@ forward: the reference the cached path must match.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from seqlab.errors import ConfigError, require
-from seqlab.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from seqlab_plugins.architectures.blocks import LayerCache, prefix_lm_mask
-from seqlab_plugins.architectures.decoder_only import DecoderOnly
-from seqlab_plugins.architectures.seq2seq import Seq2Seq
+from seqlab.tokenizer import EOS_ID, PAD_ID
 
 
 @dataclass
@@ -61,6 +61,14 @@ class Generated(NamedTuple):
 StopCheck = Callable[[torch.Tensor], torch.Tensor]
 
 
+class DecodeSteps(Protocol):
+    """What `model.decode_steps(input_ids, input_lengths, max_new_tokens, use_cache, target_prefix)` returns:
+    the prompts are encoded (or prefilled) at construction; each call feeds one token per row."""
+
+    def __call__(self, new: torch.Tensor | None) -> torch.Tensor:
+        """The last step's tokens (B,), None on the first call -> next-token logits (B, V)."""
+
+
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """(B, V) -> (B, V) with -inf outside each row's k largest logits (exactly k, whatever the ties)."""
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.topk(k, dim=-1).indices, True)
@@ -91,96 +99,6 @@ def choose(logits: torch.Tensor, cfg: GenerationConfig, generator: torch.Generat
 
 def no_prefix(input_ids: torch.Tensor) -> torch.Tensor:
     return input_ids.new_zeros((input_ids.shape[0], 0))
-
-
-class Seq2SeqSteps:
-    """Encode the prompts once, then decode from BOS. With the cache, each step runs only the newest token:
-    self-attention keys/values accumulate, the encoder states' cross-attention keys/values are reused."""
-
-    def __init__(self, model: Seq2Seq, input_ids: torch.Tensor, input_lengths: torch.Tensor, cfg: GenerationConfig,
-                 target_prefix: torch.Tensor | None = None):
-        target_prefix = no_prefix(input_ids) if target_prefix is None else target_prefix  # (B, P)
-        P = target_prefix.shape[1]
-        require(P + cfg.max_new_tokens <= model.cfg.max_positions, "generation.max_new_tokens", cfg.max_new_tokens,
-                f"after a {P}-token target prefix exceeds the decoder's "
-                f"architecture.max_positions={model.cfg.max_positions}")
-        if input_ids.shape[1] > model.cfg.max_positions:
-            raise ValueError(f"a {input_ids.shape[1]}-token prompt exceeds the encoder's "
-                             f"architecture.max_positions={model.cfg.max_positions}")
-        self.model = model
-        self.memory, self.memory_mask = model.encode(input_ids, input_lengths)  # (B, S, C), (B, 1, 1, S)
-        bos = input_ids.new_full((input_ids.shape[0], 1), BOS_ID)
-        self.ids = torch.cat([bos, target_prefix], dim=1)  # (B, t): decoder input so far
-        # BOS, the prefix and every generated token but the last are fed: P + max_new_tokens positions.
-        self.caches = [LayerCache(P + cfg.max_new_tokens) for _ in model.decoder.blocks] if cfg.use_cache else None
-
-    def __call__(self, new: torch.Tensor | None) -> torch.Tensor:
-        """Feed the last step's tokens (B,) (None at the start) -> next-token logits (B, V)."""
-        if new is not None:
-            self.ids = torch.cat([self.ids, new[:, None]], dim=1)
-        fresh = self.ids if self.caches is None or new is None else self.ids[:, -1:]
-        hidden = self.model.decode(fresh, self.memory, self.memory_mask, self.caches)  # (B, T, C)
-        return self.model.head(hidden[:, -1])
-
-
-class DecoderOnlySteps:
-    """The prompt is the prefix: bidirectional within itself when the model was trained as a prefix LM,
-    generated tokens causal. Each row keeps its true positions, so learned position embeddings match
-    unbatched decoding.
-
-    Cached: the right-padded prompts fill cache slots 0..W-1; generated token i of every row goes to slot W+i
-    with position length+i, and a key mask hides each row's padding slots. (Attention does not see slot
-    order; positions live only in the embeddings.) Uncached: each row's prompt and tokens are kept contiguous,
-    right-padded, and run through the training-path forward with the training-path prefix-LM mask.
-    """
-
-    def __init__(self, model: DecoderOnly, input_ids: torch.Tensor, input_lengths: torch.Tensor,
-                 cfg: GenerationConfig, target_prefix: torch.Tensor | None = None):
-        target_prefix = no_prefix(input_ids) if target_prefix is None else target_prefix  # (B, P)
-        # The target prefix continues each prompt causally, as targets do in training: the prompt grows, its
-        # bidirectional part does not.
-        bidirectional = input_lengths if model.cfg.prefix_lm else torch.zeros_like(input_lengths)  # (B,)
-        input_ids, input_lengths = append_rows(input_ids, input_lengths, target_prefix)
-        B, W = input_ids.shape
-        # The last generated token is never fed back: the largest position is max(length) + max_new_tokens - 2.
-        require(W + cfg.max_new_tokens - 1 <= model.cfg.max_positions, "generation.max_new_tokens",
-                cfg.max_new_tokens, f"after a {W}-token prompt needs {W + cfg.max_new_tokens - 1} positions; "
-                f"architecture.max_positions={model.cfg.max_positions}")
-        self.model, self.input_ids, self.lengths = model, input_ids, input_lengths
-        self.prefix = bidirectional
-        self.rows = torch.arange(B, device=input_ids.device)
-        self.fed = 0  # generated tokens fed back so far
-        capacity = W + cfg.max_new_tokens - 1
-        self.caches = [LayerCache(capacity) for _ in model.blocks] if cfg.use_cache else None
-        if not cfg.use_cache:
-            self.seq = input_ids.new_full((B, capacity), PAD_ID)  # rows contiguous, right-padded
-            self.seq[:, :W] = input_ids
-
-    def __call__(self, new: torch.Tensor | None) -> torch.Tensor:
-        """Feed the last step's tokens (B,) (None at the start) -> next-token logits (B, V)."""
-        return self.cached(new) if self.caches is not None else self.uncached(new)
-
-    def cached(self, new: torch.Tensor | None) -> torch.Tensor:
-        model, W = self.model, self.input_ids.shape[1]
-        if new is None:
-            mask = prefix_lm_mask(self.lengths, self.prefix, W)  # (B, 1, W, W); padding keys hidden
-            hidden = model.hidden(self.input_ids, mask, caches=self.caches)  # (B, W, C)
-            return model.head(hidden[self.rows, self.lengths - 1])
-        slots = torch.arange(W + self.fed + 1, device=new.device)  # every key so far, this token's included
-        mask = (slots[None, :] < self.lengths[:, None]) | (slots[None, :] >= W)  # (B, S): skip prompt padding
-        positions = (self.lengths + self.fed)[:, None]  # (B, 1)
-        hidden = model.hidden(new[:, None], mask[:, None, None, :], positions, self.caches)  # (B, 1, C)
-        self.fed += 1
-        return model.head(hidden[:, 0])
-
-    def uncached(self, new: torch.Tensor | None) -> torch.Tensor:
-        if new is not None:
-            self.seq[self.rows, self.lengths + self.fed] = new
-            self.fed += 1
-        total = self.lengths + self.fed  # (B,)
-        width = self.input_ids.shape[1] + self.fed
-        hidden = self.model.hidden(self.seq[:, :width], prefix_lm_mask(total, self.prefix, width))  # (B, T, C)
-        return self.model.head(hidden[self.rows, total - 1])
 
 
 def append_rows(ids: torch.Tensor, lengths: torch.Tensor, suffix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,12 +136,10 @@ def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Ten
     was_training = model.training
     model.eval()
     try:
-        if isinstance(model, Seq2Seq):
-            steps = Seq2SeqSteps(model, input_ids, input_lengths, cfg, target_prefix)
-        elif isinstance(model, DecoderOnly):
-            steps = DecoderOnlySteps(model, input_ids, input_lengths, cfg, target_prefix)
-        else:
-            raise ConfigError(f"generate() supports seq2seq and decoder_only models, not {type(model).__name__}")
+        if not hasattr(model, "decode_steps"):
+            raise ConfigError(f"{type(model).__name__} cannot generate: it provides no decode_steps method")
+        steps: DecodeSteps = model.decode_steps(input_ids, input_lengths, cfg.max_new_tokens, cfg.use_cache,
+                                                target_prefix)
         done = torch.zeros_like(input_lengths, dtype=torch.bool)  # (B,)
         lengths = torch.zeros_like(input_lengths)
         out: list[torch.Tensor] = []

@@ -67,7 +67,7 @@ def read_pairs(path: Path, document_field: str, summary_field: str) -> list[dict
     return items
 
 
-@EVAL_TASKS.register("summarization", config=SummarizationConfig)
+@EVAL_TASKS.register("summarization", config=SummarizationConfig, example={"path": "summaries.jsonl"})
 class Summarization:
     """Summarise each test document after k solved (document, summary) pairs."""
 

@@ -115,7 +115,8 @@ def merge_features(batch: int, parts: list[tuple[np.ndarray, Features]], pad_id:
     return merged
 
 
-@OBJECTIVES.register("mixture", config=MixtureConfig)
+@OBJECTIVES.register("mixture", config=MixtureConfig, example={"children": [
+    {"objective": {"name": "alexatm_denoising"}, "rate": 0.8}, {"objective": {"name": "clm"}, "rate": 0.2}]})
 def build_mixture(cfg: MixtureConfig, *, tokenizer: Tokenizer, seq_len: int) -> Mixture:
     """Child objectives drawn per sequence at fixed, normalised rates (mixtures of mixtures work)."""
     children = [(child.label or child.objective.name, OBJECTIVES.build(child.objective, tokenizer=tokenizer,

@@ -1,7 +1,7 @@
 """`fairscale_fsdp`: fairscale's FullyShardedDataParallel (the FSDP that PyTorch's was upstreamed from). GPU only.
 
 Lightning 2 dropped its fairscale integration, so this is a thin DDPStrategy (process group, launcher, reductions)
-without the DDP wrapper: `shard` wraps every architecture block, then the root, in fairscale's FSDP while the model
+without the DDP wrapper: `shard` wraps every block of `model.blocks`, then the root, in fairscale's FSDP while the model
 is configured. fairscale gathers the root's parameters and hooks the backward only inside the root's forward, and
 training calls `model.loss(batch)`, so `loss` is routed through that forward (FSDP2's register_fsdp_forward_method
 does the same for `fsdp2`).
@@ -25,7 +25,6 @@ from seqlab.config import StrategyConfig
 from seqlab.errors import ConfigError, require
 from seqlab.interfaces import LossOutput, StrategySetup
 from seqlab.registry import STRATEGIES
-from seqlab_plugins.architectures.blocks import Block
 from seqlab_plugins.strategies.gpu_only import require_cuda
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,7 +53,7 @@ class FairscaleFSDPStrategy(DDPStrategy):
         self._root: nn.Module | None = None
 
     def shard(self, model: nn.Module, mesh: Any = None) -> nn.Module:
-        """Wrap each Block of `model`, then `model` itself, in fairscale's FSDP; called in configure_model."""
+        """Wrap each block of `model.blocks`, then `model` itself, in fairscale's FSDP; called in configure_model."""
         from fairscale.nn.data_parallel import FullyShardedDataParallel as FSDP
 
         dtype = PRECISIONS[self.cfg.mixed_precision]
@@ -65,9 +64,10 @@ class FairscaleFSDPStrategy(DDPStrategy):
                        state_dict_device=torch.device("cpu"), state_dict_on_rank_0_only=True)
         # Offloaded shards must start in CPU memory; the others are sharded where they compute.
         model.to(torch.device("cpu") if self.cfg.cpu_offload else self.root_device)
+        blocks = {id(block) for block in model.blocks}
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
-                if isinstance(child, Block):
+                if id(child) in blocks:
                     setattr(parent, name, FSDP(child, **options))
         root = FSDP(model, **options)  # the root keeps its parameters gathered after forward (fairscale's default)
         if self.cfg.cpu_offload:
@@ -128,9 +128,9 @@ def route_through_forward(root: nn.Module, model: nn.Module) -> None:
     redirection does for training_step). The outputs leave forward as tensors, so the root hooks their backward."""
     loss = model.loss
 
-    def forward(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         out = loss(batch)
-        return out.loss_sum, out.tokens
+        return out.loss_sum, out.tokens, out.regulariser
 
     def sharded_loss(batch: Any) -> LossOutput:
         model.forward = forward

@@ -1,8 +1,10 @@
 """`fsdp2`: PyTorch's per-parameter FSDP (`fully_shard`) through Lightning's ModelParallelStrategy.
 
 Every repeated block is sharded on its own, then the root (embeddings, final norm, head), so at most one block's
-full parameters are gathered at a time. It runs wherever torch.distributed does, CPU (gloo) included, which makes
-it the default sharding strategy; the GPU-only ones (`fsdp`, `fairscale_fsdp`) point here.
+full parameters are gathered at a time. The model is sharded while still on the meta device: each rank then
+allocates and initialises only its own shards, so a model larger than one device's memory can start. It runs
+wherever torch.distributed does, CPU (gloo) included, which makes it the default sharding strategy; the
+GPU-only ones (`fsdp`, `fairscale_fsdp`) point here.
 """
 from __future__ import annotations
 
@@ -78,4 +80,4 @@ def fsdp2_strategy(cfg: FSDP2Config) -> StrategySetup:
     strategy = DataParallelFSDP2(data_parallel_size="auto", tensor_parallel_size=1,
                                      save_distributed_checkpoint=cfg.sharded_checkpoint,
                                      process_group_backend=backend)
-    return StrategySetup(strategy, parallelize=lambda model, mesh: shard_model(cfg, model, mesh))
+    return StrategySetup(strategy, parallelize=lambda model, mesh: shard_model(cfg, model, mesh), shards_meta=True)
