@@ -35,38 +35,63 @@ def _distinct_sorted(rng: np.random.Generator, batch: int, n_choices: int, k: np
 
 def poisson_spans(rng: np.random.Generator, batch: int, length: int, n_noise: int, mean: float,
                   allow_empty: bool = False) -> Spans:
-    """Spans covering exactly `n_noise` of `length` positions per row, with Poisson(mean) lengths.
+    """Spans covering exactly `n_noise` of `length` positions per row (0 <= n_noise < length), of mean `mean`.
 
-    Lengths are drawn until they cover n_noise tokens; the last one is cut to fit. Spans never touch: at least
-    one clean token separates neighbours, so a measured span is one drawn span (adjacent spans would merge
-    and bias the mean up). Without `allow_empty`, zero draws count as 1, so the mean is mean + P(0) (3.05 for
-    mean 3); with it (BART), an empty span is an insertion point.
+    Lengths: k Poisson draws conditioned on summing to n_noise are Multinomial(n_noise; k equal cells), i.e.
+    n_noise tokens dropped uniformly into k spans (Poisson(n_noise / k) as k grows). Without `allow_empty`
+    each span gets one token first and the other n_noise - k are dropped (1 + Poisson(mean - 1)); with it
+    (BART) an empty span is an insertion point. The sum is exact by construction, so no span is cut to fit
+    and the spans are exchangeable: drawing until n_noise is covered and cutting the last draw shortens the
+    mean (2.83 for mean 3 at 127 positions), and counting zero draws as 1 lengthens it (3.05).
+
+    Layout: each span takes its own gap between two clean tokens on a circle of `length` positions, so spans
+    never touch (a measured run is one span), and the circle is cut at a uniform random point into the row.
+    Every position, the edges included, is then masked with probability n_noise / length (spans laid out
+    between the row's edges reach its first or last token only by starting or ending exactly there: ~6% for
+    15%). A span across the cut becomes two, one at each end of the row, as in a row cut from running text;
+    an empty span at the cut is an insertion before the row's first token.
+
+    Count: the cut falls between two tokens of a span with probability (n_noise - k) / length, so k is drawn
+    (stochastically rounded) with E[k] = n_noise (length - mean) / (mean (length - 1)), which makes the row's
+    expected span count n_noise / mean (exact without empty spans; BART's ~3% empty ones add ~0.003 spans per
+    1024-token row). k is at least 1, at most n_noise and at most the clean tokens (one gap each).
     """
+    if not 0 <= n_noise < length:
+        raise ValueError(f"n_noise={n_noise} must be in [0, length={length})")
     clean = length - n_noise
-    # Enough draws for about 1.5x the expected number of spans; the rare row that needs more doubles the width.
-    width = max(1, int(1.5 * n_noise / max(mean, 1.0)) + 8)
-    while True:
-        lengths = rng.poisson(mean, (batch, width))
-        if not allow_empty:
-            np.maximum(lengths, 1, out=lengths)
-        cum = np.cumsum(lengths, axis=1)
-        if (cum[:, -1] >= n_noise).all() or n_noise == 0:
-            break
-        width *= 2
-    count = np.minimum((cum < n_noise).sum(axis=1) + 1, width) if n_noise else np.zeros(batch, dtype=np.int64)
-    rows = np.arange(batch)
-    lengths = np.where(np.arange(width)[None, :] < count[:, None], lengths, 0)
-    if n_noise:
-        before_last = np.where(count > 1, cum[rows, np.maximum(count - 2, 0)], 0)
-        lengths[rows, count - 1] = n_noise - before_last
-    # A span sits in one of the clean + 1 gaps around clean tokens, at most one span per gap. With
-    # n_noise < length / 2 there are always enough gaps; beyond that the last spans are dropped, and callers
-    # that allow such rates (BART) check the masked count.
-    count = np.minimum(count, clean + 1)
-    gaps = _distinct_sorted(rng, batch, clean + 1, count, width)  # (B, width) clean tokens before span k
-    preceding = np.cumsum(lengths, axis=1) - lengths
-    starts = np.where(np.arange(width)[None, :] < count[:, None], gaps + preceding, length)
-    return Spans(starts, lengths, count)
+    target = n_noise * (length - mean) / (mean * max(length - 1, 1))
+    k = np.floor(target) + (rng.random(batch) < target % 1)  # (B,) spans on the circle
+    k = np.clip(k, min(n_noise, 1), min(n_noise, clean)).astype(np.int64)
+    width = int(k.max(initial=0)) + 1  # one more column for the second half of a span across the cut
+    col, rows = np.arange(width)[None, :], np.arange(batch)
+
+    # The span each masked token falls into: (B, n_noise); without empty spans token i < k founds span i.
+    token = np.arange(n_noise)[None, :]
+    cell = rng.integers(0, np.maximum(k, 1)[:, None], (batch, n_noise))
+    if not allow_empty:
+        cell = np.where(token < k[:, None], token, cell)
+    lengths = np.bincount((rows[:, None] * width + cell).ravel(), minlength=batch * width).reshape(batch, width)
+
+    # On the circle, position 0 is a clean token and gap g follows clean token g; span j sits in gap gaps[j].
+    gaps = _distinct_sorted(rng, batch, clean, k, width)  # (B, width)
+    starts = gaps + 1 + np.cumsum(lengths, axis=1) - lengths  # (B, width) ascending; a span ends by `length`
+    cut = rng.integers(0, length, batch)  # (B,) circle position of the row's first token
+    before = ((col < k[:, None]) & (starts < cut[:, None])).sum(axis=1)  # (B,) spans before the cut go last
+    last = np.maximum(before - 1, 0)  # (B,) the only span the cut can fall inside
+    s_cut, e_cut = starts[rows, last], starts[rows, last] + lengths[rows, last]  # (B,)
+    split = (before > 0) & (e_cut > cut)
+    count = k + split
+    # Row order: the spans from the cut on, then those before it; a split span is first (its tail, at 0) and
+    # last (its head, at the row's end), so its column is read twice.
+    order = (col + (before - split)[:, None]) % np.maximum(k, 1)[:, None]  # (B, width)
+    starts, lengths = np.take_along_axis(starts, order, axis=1), np.take_along_axis(lengths, order, axis=1)
+    starts = starts - cut[:, None] + length * (starts < cut[:, None])
+    halves = np.flatnonzero(split)
+    lengths[halves, 0], starts[halves, 0] = e_cut[halves] - cut[halves], 0
+    lengths[halves, k[halves]] = cut[halves] - s_cut[halves]
+    real = col < count[:, None]
+    width = int(count.max(initial=0))
+    return Spans(np.where(real, starts, length)[:, :width], np.where(real, lengths, 0)[:, :width], count)
 
 
 def span_mask(spans: Spans, length: int) -> np.ndarray:
