@@ -68,6 +68,14 @@ class Features:
     targets: np.ndarray  # (B, Lt) int64: what the model must produce
     target_lengths: np.ndarray  # (B,) int64
     objective: np.ndarray  # (B,) int64: index into Objective.names, for per-objective losses
+    # Packed rows hold several examples: the example (1, 2, ...) of each input and target position, 0 on
+    # padding. Example k's inputs pair with its targets only; None: one example per row.
+    input_segments: np.ndarray | None = None  # (B, Li) int64
+    target_segments: np.ndarray | None = None  # (B, Lt) int64
+
+    @property
+    def packed(self) -> bool:
+        return self.input_segments is not None
 
 
 class Objective(Protocol):

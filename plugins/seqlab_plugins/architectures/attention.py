@@ -35,6 +35,25 @@ def prefix_lm_mask(lengths: torch.Tensor, prefix_lengths: torch.Tensor, T: int) 
     return ((causal[None] | in_prefix) & key_valid)[:, None]  # (B, 1, T, T)
 
 
+def segment_mask(query_segments: torch.Tensor, key_segments: torch.Tensor, causal: bool,
+                 key_prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) and (B, S) segment ids of packed rows -> (B, 1, T, S) bool, True where a query may attend a key.
+
+    A query attends only keys of its own example (causally when `causal`, and also onto the keys of its
+    example's bidirectional prefix, key_prefix (B, S) bool, for a prefix-LM). A padding query (segment 0)
+    attends every key: its output is never used, and a fully masked row would make SDPA return NaN, which
+    would reach real positions through the next block's zero attention weights (0 * NaN).
+    """
+    allowed = query_segments[:, :, None] == key_segments[:, None, :]  # (B, T, S)
+    if causal:
+        T, S = query_segments.shape[1], key_segments.shape[1]
+        order = causal_mask(T, S, query_segments.device)[None]  # (1, T, S)
+        if key_prefix is not None:
+            order = order | key_prefix[:, None, :]
+        allowed = allowed & order
+    return (allowed | (query_segments == 0)[:, :, None])[:, None]
+
+
 def causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
     """(T, S) bool: the T queries are the last T of S keys, each attending itself and the keys before it."""
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)

@@ -42,6 +42,8 @@ class AlexaTMDenoising:
         self.raw_length = seq_len - int(cfg.add_eos)
         # Every row is a full packed slice, so every row deletes exactly this many tokens.
         self.n_noise = max(1, round(self.raw_length * cfg.noise_density))
+        # Every row has these input and target widths: packing siblings in a mixture fill theirs to them.
+        self.widths = (self.raw_length - self.n_noise, self.raw_length + int(cfg.add_eos))
 
     def plan(self, n: int, rng: np.random.Generator) -> RowPlan:
         return RowPlan.uniform(n, self.raw_length)

@@ -74,6 +74,14 @@ class Mixture:
             names += [label] if len(objective.names) == 1 else [f"{label}/{n}" for n in objective.names]
         self.names = tuple(names)
         self.offsets = np.asarray(offsets + [len(names)], dtype=np.int64)  # (K+1,) task range of each child
+        # Children whose rows all have the same widths (full denoising rows) set the batch's widths; children
+        # that pack examples fill their rows to them instead of to seq_len, so no column is mostly padding.
+        fixed = [c.widths for c in self.children if getattr(c, "widths", None) is not None]
+        if fixed:
+            self.widths = (max(w[0] for w in fixed), max(w[1] for w in fixed))
+            for child in self.children:
+                if getattr(child, "widths", None) is None and hasattr(child, "fit"):
+                    child.fit(*self.widths)
 
     def plan(self, n: int, rng: np.random.Generator) -> RowPlan:
         choice = rng.choice(len(self.children), size=n, p=self.rates)
@@ -100,19 +108,36 @@ class Mixture:
 
 
 def merge_features(batch: int, parts: list[tuple[np.ndarray, Features]], pad_id: int = PAD_ID) -> Features:
-    """Scatter the children's Features back into batch order, padding to the widest child."""
+    """Scatter the children's Features back into batch order, padding to the widest child. When a child packs
+    examples, every row gets segment ids: an unpacked row is one example, segment 1."""
     width_in = max(f.inputs.shape[1] for _, f in parts)
     width_out = max(f.targets.shape[1] for _, f in parts)
     merged = Features(np.full((batch, width_in), pad_id, dtype=np.int64), np.zeros(batch, dtype=np.int64),
                       np.full((batch, width_out), pad_id, dtype=np.int64), np.zeros(batch, dtype=np.int64),
                       np.zeros(batch, dtype=np.int64))
+    packed = any(f.packed for _, f in parts)
+    if packed:
+        merged.input_segments = np.zeros((batch, width_in), dtype=np.int64)
+        merged.target_segments = np.zeros((batch, width_out), dtype=np.int64)
     for rows, f in parts:
         merged.inputs[rows, : f.inputs.shape[1]] = f.inputs
         merged.targets[rows, : f.targets.shape[1]] = f.targets
         merged.input_lengths[rows] = f.input_lengths
         merged.target_lengths[rows] = f.target_lengths
         merged.objective[rows] = f.objective
+        if packed:
+            merged.input_segments[rows, : f.inputs.shape[1]] = segments_of(f, "input")
+            merged.target_segments[rows, : f.targets.shape[1]] = segments_of(f, "target")
     return merged
+
+
+def segments_of(f: Features, side: str) -> np.ndarray:
+    """(B, L) segment ids of f's inputs or targets: its own, or 1 on each row's real positions."""
+    own = f.input_segments if side == "input" else f.target_segments
+    if own is not None:
+        return own
+    ids, lengths = (f.inputs, f.input_lengths) if side == "input" else (f.targets, f.target_lengths)
+    return (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
 
 
 @OBJECTIVES.register("mixture", config=MixtureConfig, example={"children": [

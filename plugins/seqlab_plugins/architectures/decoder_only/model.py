@@ -16,7 +16,7 @@ from torch import nn
 from seqlab.errors import require
 from seqlab.interfaces import Batch, FlopCount, ParameterCount
 from seqlab.registry import ARCHITECTURES
-from seqlab_plugins.architectures.attention import LayerCache, prefix_lm_mask
+from seqlab_plugins.architectures.attention import LayerCache, prefix_lm_mask, segment_mask
 from seqlab_plugins.architectures.base import LanguageModel
 from seqlab_plugins.architectures.components import TransformerConfig
 from seqlab_plugins.architectures.decoder_only.accounting import parameters, training_flops
@@ -91,6 +91,10 @@ class DecoderOnly(LanguageModel):
 
     def batch_hidden(self, batch: Batch) -> torch.Tensor:
         ids = batch["input_ids"]
+        if "segments" in batch:  # packed rows: attention within each example, positions restarting with it
+            segments = batch["segments"]
+            mask = segment_mask(segments, segments, causal=True, key_prefix=batch.get("prefix"))
+            return self.hidden(ids, mask, positions=batch["positions"])
         mask = None
         if "lengths" in batch:
             mask = prefix_lm_mask(batch["lengths"], batch["prefix_lengths"], ids.shape[1])

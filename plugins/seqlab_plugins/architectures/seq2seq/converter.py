@@ -8,6 +8,7 @@ from seqlab.errors import DataError
 from seqlab.interfaces import Features
 from seqlab.tokenizer import BOS_ID
 from seqlab_plugins.architectures.loss import IGNORE_INDEX
+from seqlab_plugins.architectures.packing import segment_positions, segment_starts
 
 
 class Seq2SeqConverter:
@@ -35,10 +36,23 @@ class Seq2SeqConverter:
         decoder_ids = np.concatenate([np.full((len(lt), 1), BOS_ID, dtype=np.int64), targets[:, :-1]], axis=1)
         decoder_ids = np.where(cols < lt[:, None], decoder_ids, self.pad_id)
         labels = np.where(cols < lt[:, None], targets, IGNORE_INDEX)
-        return {
+        batch = {
             "input_ids": torch.from_numpy(np.ascontiguousarray(inputs)),  # (B, S)
             "input_lengths": torch.from_numpy(li),
             "decoder_input_ids": torch.from_numpy(np.ascontiguousarray(decoder_ids)),  # (B, T)
             "labels": torch.from_numpy(np.ascontiguousarray(labels)),  # (B, T)
             "num_tokens": int(li.sum() + lt.sum()),
         }
+        if f.packed:
+            enc_seg = f.input_segments[:, : inputs.shape[1]]
+            dec_seg = f.target_segments[:, : targets.shape[1]]
+            # Each example's decoder input starts with BOS, not with the previous example's last target.
+            batch["decoder_input_ids"] = torch.from_numpy(np.where(
+                segment_starts(dec_seg), BOS_ID, batch["decoder_input_ids"].numpy()))
+            batch.update({
+                "input_segments": torch.from_numpy(np.ascontiguousarray(enc_seg)),  # (B, S)
+                "input_positions": torch.from_numpy(segment_positions(enc_seg)),  # (B, S)
+                "decoder_segments": torch.from_numpy(np.ascontiguousarray(dec_seg)),  # (B, T)
+                "decoder_positions": torch.from_numpy(segment_positions(dec_seg)),  # (B, T)
+            })
+        return batch

@@ -17,7 +17,7 @@ from seqlab.config import ArchitectureConfig
 from seqlab.errors import require
 from seqlab.interfaces import Batch, FlopCount, ParameterCount
 from seqlab.registry import ARCHITECTURES
-from seqlab_plugins.architectures.attention import LayerCache, padding_mask
+from seqlab_plugins.architectures.attention import LayerCache, padding_mask, segment_mask
 from seqlab_plugins.architectures.base import LanguageModel
 from seqlab_plugins.architectures.components import TransformerConfig
 from seqlab_plugins.architectures.init import ParamInit, init_modules
@@ -100,10 +100,17 @@ class Seq2Seq(LanguageModel):
         if not self.cfg.tie_embeddings:
             init.constant_("head.weight", self.head.weight, 0.0)  # set to the encoder's embedding by init_weights
 
-    def encode(self, input_ids: torch.Tensor, input_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, S) ids -> encoder states (B, S, C) and the key mask (B, 1, 1, S) that hides their padding."""
-        mask = padding_mask(input_lengths, input_ids.shape[1])
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    def encode(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, segments: torch.Tensor | None = None,
+               positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) ids -> encoder states (B, S, C) and the key mask (B, 1, 1, S) that hides their padding.
+
+        Packed rows give segments and positions (B, S) (converter.py): attention stays within each example.
+        """
+        if segments is None:
+            mask = padding_mask(input_lengths, input_ids.shape[1])
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        else:
+            mask = segment_mask(segments, segments, causal=False)  # (B, 1, S, S)
         memory = self.encoder(input_ids, positions, mask, False,
                               checkpointing=self.cfg.activation_checkpointing and self.training)
         return memory, mask
@@ -130,8 +137,16 @@ class Seq2Seq(LanguageModel):
         return self.head(self.decode(decoder_input_ids, memory, mask))
 
     def batch_hidden(self, batch: Batch) -> torch.Tensor:
-        memory, mask = self.encode(batch["input_ids"], batch["input_lengths"])
-        return self.decode(batch["decoder_input_ids"], memory, mask)
+        if "input_segments" not in batch:
+            memory, mask = self.encode(batch["input_ids"], batch["input_lengths"])
+            return self.decode(batch["decoder_input_ids"], memory, mask)
+        # Packed rows: each example's decoder attends causally within itself and only its own encoder tokens.
+        enc, dec = batch["input_segments"], batch["decoder_segments"]
+        memory, _ = self.encode(batch["input_ids"], batch["input_lengths"], enc, batch["input_positions"])
+        return self.decoder(batch["decoder_input_ids"], batch["decoder_positions"],
+                            segment_mask(dec, dec, causal=True), False, memory,
+                            segment_mask(dec, enc, causal=False),
+                            checkpointing=self.cfg.activation_checkpointing and self.training)
 
     def decode_steps(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
                      use_cache: bool, target_prefix: torch.Tensor | None = None) -> Seq2SeqSteps:
