@@ -31,11 +31,12 @@ class LanguageModel(nn.Module):
         raise NotImplementedError
 
     def loss(self, batch: Batch) -> LossOutput:
-        return target_losses(self.batch_hidden(batch), self.head, batch["labels"], self.cfg.z_loss)
+        return target_losses(self.batch_hidden(batch), self.head, batch["labels"], self.cfg.z_loss,
+                             self.cfg.loss_chunk_size)
 
     def target_logprobs(self, batch: Batch) -> torch.Tensor:
         """Teacher-forced log-probability of target j at column j (B, Lt): what evaluation ranks by."""
-        return label_logprobs(self.batch_hidden(batch), self.head, batch["labels"])
+        return label_logprobs(self.batch_hidden(batch), self.head, batch["labels"], self.cfg.loss_chunk_size)
 
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
                  target_prefix: torch.Tensor | None = None,

@@ -41,6 +41,9 @@ class TransformerConfig(ArchitectureConfig):
     # PaLM's auxiliary loss z_loss * log(Z)^2 per labelled token, keeping the softmax normaliser near 1; 0: off.
     # It is added to the training objective only: logged and validation losses stay pure cross-entropy.
     z_loss: float = 0.0
+    # Labelled positions whose logits the loss computes at a time, in forward and backward: memory O(this x V)
+    # instead of O(positions x V), for one more vocabulary matmul in backward. None: all at once.
+    loss_chunk_size: Optional[int] = None
     init_std: float = 0.02
     activation_checkpointing: bool = False  # recompute each block in backward: memory for compute
 
@@ -66,6 +69,8 @@ class TransformerConfig(ArchitectureConfig):
         require(self.relative_max_distance > self.relative_buckets // 2, "architecture.relative_max_distance",
                 self.relative_max_distance, f"must exceed half of relative_buckets={self.relative_buckets}")
         require(self.z_loss >= 0 and math.isfinite(self.z_loss), "architecture.z_loss", self.z_loss, "must be >= 0")
+        require(self.loss_chunk_size is None or self.loss_chunk_size >= 1, "architecture.loss_chunk_size",
+                self.loss_chunk_size, "must be >= 1 or null")
         require(self.init_std > 0, "architecture.init_std", self.init_std, "must be > 0")
 
     @property
