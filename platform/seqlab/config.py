@@ -161,6 +161,11 @@ class TrainerConfig:
     deterministic: bool = False
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     freeze: List[FreezeConfig] = field(default_factory=list)  # parameters held fixed for the first steps
+    compile: bool = False  # torch.compile each block of model.blocks (before sharding); see SeqLabModule
+    compile_mode: Optional[str] = None  # torch.compile's mode (max-autotune, reduce-overhead, ...); null: default
+    # Peak FLOP/s of one device for train/mfu; null: the datasheet peak of a known GPU at trainer.precision
+    # (seqlab/throughput.py), and no train/mfu on other devices (CPUs have no fixed peak).
+    peak_flops: Optional[float] = None
 
     def __post_init__(self) -> None:
         self.freeze = [FreezeConfig(**entry) if isinstance(entry, dict) else entry for entry in self.freeze]
@@ -184,6 +189,16 @@ class TrainerConfig:
                 self.checkpoint_every_n_steps, "must be >= 1")
         require(self.keep_last_checkpoints >= 1, "trainer.keep_last_checkpoints", self.keep_last_checkpoints,
                 "must be >= 1")
+        if self.compile_mode is not None:
+            # A mode without compile would be ignored silently: say so instead.
+            require(self.compile, "trainer.compile_mode", self.compile_mode, "needs trainer.compile=true")
+            from torch._inductor import list_mode_options  # torch's own list, imported only when a mode is set
+
+            modes = list(list_mode_options())
+            require(self.compile_mode in modes, "trainer.compile_mode", self.compile_mode,
+                    f"must be one of {', '.join(modes)} or null")
+        require(self.peak_flops is None or self.peak_flops > 0, "trainer.peak_flops", self.peak_flops,
+                "must be > 0 (FLOP/s of one device) or null")
         # A skipped step leaves no gradients, and fp16's gradient scaler refuses a step without any.
         require(self.divergence.action != "skip" or self.precision not in ("16", "16-mixed"),
                 "trainer.divergence.action", self.divergence.action,

@@ -20,6 +20,31 @@ from seqlab.registry import ARCHITECTURES
 from seqlab.warm_start import warm_start
 
 
+def compile_blocks(model: torch.nn.Module, mode: str | None) -> None:
+    """torch.compile each block of `model.blocks` in place (trainer.compile).
+
+    `nn.Module.compile` keeps each block the same object with the same state-dict names (no `_orig_mod.`), so
+    checkpoints, warm starts and exports see the uncompiled model's names, and strategies find the blocks by
+    identity. It only marks the block: the graph is traced at the block's first call, after materialisation and
+    sharding, so it works on the meta device before FSDP2 shards, and FSDP2's hooks, which torch keeps out of
+    tracing, run eagerly around each compiled block. Per block, not the whole model: the blocks of a stack run
+    the same code, so they share the compiled graphs and compile time does not grow with depth, while the
+    embeddings, loss and generation's Python bookkeeping stay eager.
+
+    dynamic=None (torch's automatic dynamic shapes) rather than True: the first batch compiles kernels for its
+    exact shapes, and a dimension that then changes (batch widths follow the longest row, e.g. one document per
+    CLM row) is recompiled once as symbolic and serves every later width; packed rows of one fixed shape keep
+    the faster static kernels, with no recompilation.
+    """
+    # Dynamo's recompile limit (8) counts the graphs cached per code object, and all blocks share one forward:
+    # encoder and decoder blocks x training and no-grad (validation) x static and dynamic already make 8, and
+    # generation's cached decoding adds more; past the limit calls fall back to eager. A higher limit still
+    # stops runaway recompilation.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    for block in model.blocks:
+        block.compile(mode=mode)
+
+
 class SeqLabModule(pl.LightningModule):
     def __init__(self, run: RunConfig, vocab_size: int, objective_names: Sequence[str],
                  setup: StrategySetup | None = None):
@@ -47,11 +72,14 @@ class SeqLabModule(pl.LightningModule):
         The model is built on the meta device (no memory), then materialised and initialised. A strategy that
         shards meta modules (FSDP2) shards first, so each rank allocates and initialises only its own shards.
         Initialisation is keyed by parameter name and seed, so every layout starts from the same weights.
+        With trainer.compile the blocks are compiled right after the build, before any strategy wraps them.
         """
         if self.model is not None:
             return
         with torch.device("meta"):
             model = ARCHITECTURES.build(self.run.architecture, vocab_size=self.vocab_size)
+        if self.run.trainer.compile:
+            compile_blocks(model, self.run.trainer.compile_mode)
         setup = self._setup
         if setup is not None and setup.parallelize is not None and setup.shards_meta:
             model = setup.parallelize(model, self._device_mesh)
