@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import perturbed
 
+from seqlab.budget import example_costs
 from seqlab.interfaces import Features, RowPlan, Rows
 from seqlab.registry import ARCHITECTURES, OBJECTIVES, load_plugins
 from seqlab_plugins.architectures.decoder_only import DecoderOnlyConfig
@@ -146,3 +147,6 @@ def test_packed_examples_score_what_they_score_alone(tokenizer, arch):
         e += count
     assert e == len(lengths)
     assert int(loss_packed.tokens.sum()) == int(loss_alone.tokens.sum()) == sum(lengths)
+    # The positions a packed batch reports reading are what the FLOP accounting (and a token budget) counts.
+    accounted = example_costs(cfg, tokenizer.vocab_size, f.input_lengths, f.target_lengths)[1]
+    assert convert(f)["num_tokens"] == int(accounted.sum())

@@ -85,7 +85,11 @@ class DecoderOnlyConverter:
             seq[r, cols], seg[r, cols], is_input[r, cols] = ids[r, c], segments[r, c], input_side
         nxt_target = (seg[:, 1:] > 0) & ~is_input[:, 1:] & (seg[:, 1:] == seg[:, :-1])  # (B, W-1)
         labels = np.where(nxt_target, seq[:, 1:], IGNORE_INDEX)
-        segments = seg[:, :-1]
+        # A row's last token is only a label, as in the unpadded layout: it counts as padding in the inputs, so
+        # every row reads (S + T - 1) positions, the number the FLOP accounting and the budgets use.
+        segments = seg[:, :-1].copy()  # (B, W-1)
+        short = np.nonzero(total < width)[0]
+        segments[short, total[short] - 1] = 0
         batch = {
             "input_ids": torch.from_numpy(np.ascontiguousarray(seq[:, :-1])),  # (B, W-1)
             "labels": torch.from_numpy(np.ascontiguousarray(labels)),  # (B, W-1)
