@@ -86,24 +86,35 @@ def per_row(row_fns: list[RowFn]) -> Callable[[Rows, np.random.Generator], Featu
 
 def poisson_spans_row(rng: np.random.Generator, length: int, n_noise: int, mean: float,
                       allow_empty: bool) -> list[tuple[int, int]]:
-    """(start, length) of one row's spans: Poisson lengths until n_noise tokens are covered, the last cut to
-    fit, each span in its own gap between clean tokens (so spans never touch); BART allows empty spans and
-    keeps at most one span per masked token, redrawing otherwise."""
+    """(start, length) of one row's spans in row order, drawn as noise.poisson_spans does: k spans (rounded at
+    random around the same expected count), the n_noise tokens dropped one at a time into them (after one each
+    unless empty spans are allowed), each span after its own clean token on a circle of `length` positions, and
+    the circle cut at a random point (a span across the cut becomes two). BART keeps at most one span per masked
+    token, redrawing otherwise."""
+    clean = length - n_noise
     while True:
-        lengths, total = [], 0
-        while total < n_noise:
-            draw = int(rng.poisson(mean))
-            lengths.append(draw if allow_empty else max(draw, 1))
-            total += lengths[-1]
-        lengths[-1] -= total - n_noise
-        if len(lengths) <= n_noise:
-            break
-    gaps = np.sort(rng.choice(length - n_noise + 1, size=len(lengths), replace=False)).tolist()
-    spans, covered = [], 0
-    for gap, span in zip(gaps, lengths):
-        spans.append((gap + covered, span))
-        covered += span
-    return spans
+        target = n_noise * (length - mean) / (mean * max(length - 1, 1))
+        k = min(max(int(target) + int(rng.random() < target % 1), min(n_noise, 1)), n_noise, clean)
+        lengths = [0 if allow_empty else 1] * k
+        for _ in range(n_noise - sum(lengths)):
+            lengths[int(rng.integers(k))] += 1
+        after = dict(zip(sorted(rng.choice(clean, size=k, replace=False).tolist()), lengths))
+        circle, position = [], 0  # (start on the circle, length) of each span
+        for token in range(clean):
+            position += 1
+            if token in after:
+                circle.append((position, after[token]))
+                position += after[token]
+        cut = int(rng.integers(length))
+        spans = []
+        for start, span in circle:
+            start = (start - cut) % length
+            if start + span > length:  # across the cut: its tail opens the row, its head ends it
+                spans += [(0, start + span - length), (start, length - start)]
+            else:
+                spans.append((start, span))
+        if len(spans) <= n_noise:
+            return sorted(spans)
 
 
 def random_segmentation_row(rng: np.random.Generator, n_items: int, n_segments: int) -> list[int]:

@@ -96,7 +96,7 @@ def test_span_lengths_are_poisson_3_5_with_empty_spans(tokenizer, stream, seed):
     _, _, spans = obj.infill(packed_rows(stream, obj, 64, seed).tokens, np.random.default_rng(seed))
     used = np.arange(spans.lengths.shape[1])[None, :] < spans.count[:, None]
     lengths = spans.lengths[used]  # ~5,600 spans: the mean's standard error is about 0.025
-    # Within 0.15 of 3.5: each row's last span is cut to fit its 307 masked tokens, lowering the mean by ~0.03.
+    # Within 0.15 of 3.5: the span count is drawn so that the expected count per row is 307 / 3.5.
     assert abs(lengths.mean() - 3.5) < 0.15
     # Zero-length spans (pure insertions) occur at Poisson's P(0) = e^-3.5 = 3.0% (standard error 0.23%).
     assert abs((lengths == 0).mean() - math.exp(-3.5)) < 0.012
@@ -157,7 +157,8 @@ def test_inputs_hold_no_special_token_but_mask_and_doc_and_fit_seq_len(tokenizer
 @settings(max_examples=30, deadline=None)
 @given(seed=SEEDS, seq_len=st.integers(8, 64))
 def test_many_empty_spans_are_capped_so_inputs_never_grow(tokenizer, stream, seed, seq_len):
-    # lambda = 1: P(empty) = 37%, so about half the rows first draw more spans than masked tokens.
+    # lambda = 1: as many spans as masked tokens, 37% of them empty, so a span split in two at the row's cut
+    # would break the cap: such rows are redrawn.
     obj = objective(tokenizer, seq_len, mask_ratio=0.5, poisson_lambda=1.0)
     inputs, input_lengths, spans = obj.infill(packed_rows(stream, obj, 32, seed).tokens, np.random.default_rng(seed))
     assert (spans.count <= round(0.5 * seq_len)).all() and (input_lengths <= seq_len).all()

@@ -33,7 +33,7 @@ class BartInfillingConfig(ObjectiveConfig):
 
     def __post_init__(self) -> None:
         # mask_ratio <= 0.5 and lambda >= 1 keep at most one [MASK] per masked token cheap to enforce (see
-        # BartInfilling.spans): a row is redrawn with probability <= 1/2, so redrawing ends quickly.
+        # BartInfilling.spans): few spans are empty, and a row is redrawn only in the rare corner it names.
         require(0.0 < self.mask_ratio <= 0.5, "objective.mask_ratio", self.mask_ratio, "must be in (0, 0.5]")
         require(self.poisson_lambda >= 1.0, "objective.poisson_lambda", self.poisson_lambda, "must be >= 1")
 
@@ -104,23 +104,17 @@ class BartInfilling:
 
         Why the cap: the inputs are the length - n_noise clean tokens plus one [MASK] per span, so at most
         n_noise spans keeps the inputs within the row, and rows of seq_len tokens (`plan`) fit the model.
-        Spans of one token or more cannot break the cap; only empty ones can, in a row that draws more spans
-        than it masks tokens. Such a row is redrawn, and so is one where poisson_spans ran out of gaps between
-        clean tokens and cut its spans short (with mask_ratio <= 0.5 that needs as many spans too). A row breaks
-        the cap when its first n_noise draws sum to less than n_noise, i.e. Poisson(n_noise * lambda) < n_noise:
-        at most 1/2 for lambda >= 1, and nil at BART's 3.5 for 1024-token rows (about 307 masked tokens in
-        ~88 spans); in short rows or as lambda nears 1 the cap conditions the layout, by design.
+        poisson_spans draws at most n_noise spans; only a span split in two by the row's cut can add one more,
+        in a row that drew n_noise spans (as lambda nears 1 in short rows). Such a row is redrawn, so in that
+        corner the cap conditions the layout, by design; at BART's 3.5 in 1024-token rows (about 307 masked
+        tokens in ~88 spans) it never binds.
         """
         n_noise = round(self.cfg.mask_ratio * length)
         spans = poisson_spans(rng, batch, length, n_noise, self.cfg.poisson_lambda, allow_empty=True)
-        used = np.arange(spans.lengths.shape[1])[None, :] < spans.count[:, None]  # (B, S)
-        redraw = np.flatnonzero((spans.count > n_noise) | (np.where(used, spans.lengths, 0).sum(axis=1) < n_noise))
+        redraw = np.flatnonzero(spans.count > n_noise)
         if len(redraw):
             spans = _replace_rows(spans, redraw, self.spans(rng, len(redraw), length), length)
-        # poisson_spans pads to a generous draw width (about 2 * n_noise columns when spans may be empty); only
-        # count.max() columns hold spans, and span_mask's cost grows with the width.
-        width = int(spans.count.max(initial=0))
-        return Spans(spans.starts[:, :width], spans.lengths[:, :width], spans.count)
+        return spans
 
 
 def _replace_rows(spans: Spans, rows: np.ndarray, new: Spans, length: int) -> Spans:
