@@ -1,5 +1,5 @@
-"""Attention for both architectures: SDPA, grouped-query heads, rotary or relative positions, and the
-key/value cache of incremental decoding.
+"""Attention for both architectures: SDPA (or FlexAttention, flex.py), grouped-query heads, rotary or relative
+positions, and the key/value cache of incremental decoding.
 
 Positional schemes reach attention through `Context`: rotary angles for queries and keys, or an additive
 score bias (T5's relative buckets). Learned positions never reach it: they are added to the embeddings.
@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask
 
 from seqlab_plugins.architectures.components import TransformerConfig
+from seqlab_plugins.architectures.flex import flex
 from seqlab_plugins.architectures.init import ParamInit
 
 
@@ -63,11 +65,13 @@ def causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
 class Context:
     """What every block of a stack sees in one forward pass, computed once by the model."""
 
-    mask: torch.Tensor | None  # (B, 1, T, S) bool (True = attend) or float (added to scores); None: no mask
+    # (B, 1, T, S) bool (True = attend) or float (added to scores); a BlockMask (attention=flex, flex.py), which
+    # holds the causal pattern too; None: no mask.
+    mask: torch.Tensor | BlockMask | None
     causal: bool  # with mask None: SDPA's fused causal path
     rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin of the query positions, (B or 1, 1, T, D)
     memory: torch.Tensor | None = None  # (B, S, C) encoder states, for cross-attention
-    memory_mask: torch.Tensor | None = None  # (B, 1, 1, S) bool
+    memory_mask: torch.Tensor | BlockMask | None = None  # (B, 1, 1 or T, S) bool, or a BlockMask
 
 
 class LayerCache:
@@ -248,6 +252,8 @@ class Attention(nn.Module):
                 if causal and mask is None:
                     # SDPA's is_causal aligns the diagonal top-left; here the T queries are the last T of S keys.
                     mask, causal = causal_mask(T, k.shape[2], x.device), False
+        if isinstance(mask, BlockMask):
+            return self.out(flex(q, k, v, mask, enable_gqa=G != H).transpose(1, 2).reshape(B, T, H * D))
         if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)  # a score bias under autocast: SDPA wants the queries' dtype
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,

@@ -16,6 +16,7 @@ from seqlab.errors import require
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "geglu")  # gated variants (Shazeer 2020) have three matrices instead of two
 POSITIONS = ("learned", "rope", "t5_relative_bias")
+ATTENTIONS = ("sdpa", "flex")  # flex.py: block masks where FlexAttention has kernels, else SDPA
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TransformerConfig(ArchitectureConfig):
     # Labelled positions whose logits the loss computes at a time, in forward and backward: memory O(this x V)
     # instead of O(positions x V), for one more vocabulary matmul in backward. None: all at once.
     loss_chunk_size: Optional[int] = None
+    attention: str = "sdpa"  # sdpa | flex (FlexAttention block masks: see flex.py for where they run)
     init_std: float = 0.02
     activation_checkpointing: bool = False  # recompute each block in backward: memory for compute
 
@@ -72,6 +74,13 @@ class TransformerConfig(ArchitectureConfig):
         require(self.loss_chunk_size is None or self.loss_chunk_size >= 1, "architecture.loss_chunk_size",
                 self.loss_chunk_size, "must be >= 1 or null")
         require(self.init_std > 0, "architecture.init_std", self.init_std, "must be > 0")
+        require(self.attention in ATTENTIONS, "architecture.attention", self.attention,
+                f"must be one of {', '.join(ATTENTIONS)}")
+        if self.attention == "flex":
+            require(self.positions != "t5_relative_bias", "architecture.attention", self.attention,
+                    "flex takes masks, not score biases: use positions=learned or rope, or attention=sdpa")
+            require(self.dropout == 0, "architecture.attention", self.attention,
+                    f"flex has no attention dropout: needs architecture.dropout=0 (got {self.dropout})")
 
     @property
     def head_dim(self) -> int:

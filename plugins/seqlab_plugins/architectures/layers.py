@@ -15,6 +15,7 @@ from seqlab_plugins.architectures.attention import (
     Attention, Context, LayerCache, RelativePositionBias, Rotary, with_bias,
 )
 from seqlab_plugins.architectures.components import TransformerConfig
+from seqlab_plugins.architectures.flex import block_mask, flex_runs
 from seqlab_plugins.architectures.init import ParamInit
 
 
@@ -111,6 +112,7 @@ class Stack(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, cross=cross) for _ in range(n_layers))
         self.final_norm = make_norm(cfg)
+        self.flex = cfg.attention == "flex"
 
     def init_parameters(self, init: ParamInit) -> None:
         init.normal_("embed.weight", self.embed.weight, init.std)
@@ -138,5 +140,10 @@ class Stack(nn.Module):
         if self.relative is not None:
             keys = positions if key_positions is None else key_positions
             mask, causal = with_bias(mask, self.relative(positions, keys).to(x.dtype), causal), False
+        if self.flex and caches is None and flex_runs(x):  # the same masks, as block masks (flex.py)
+            B, T = ids.shape
+            mask = block_mask(mask, causal, B, T, T, x.device)
+            if memory is not None:
+                memory_mask = block_mask(memory_mask, False, B, T, memory.shape[1], x.device)
         ctx = Context(mask, causal, rope, memory, memory_mask)
         return self.final_norm(run_blocks(self.blocks, x, ctx, checkpointing, caches))
