@@ -1,28 +1,34 @@
 """The GPU checks, for one lent GPU and a few minutes (check.sh installs the carried wheels, then runs this;
-the work of each check is in workers.py).
+what runs is in specs.py, the work of each check in workers.py and kernels.py).
 
-1. throughput: bf16 training steps (autocast, as trainer.precision=bf16-mixed does; AdamW, clipping) of a ~350M
-   seq2seq (d_model 1024, 16 heads, 12+12 layers, ffn 4096, vocabulary 32000, untied embeddings as in the paper)
-   and of its FLOP-matched decoder-only partner, on full-length random examples of 512 input + 512 target tokens.
-   tokens/s counts the tokens the model reads (the converters' num_tokens); MFU = the accounting's training FLOPs
-   per example x examples/s / the GPU's dense bf16 peak. SDPA backends: the flash kernel takes no explicit mask,
-   and seq2seq (padding masks) and the prefix-LM partner pass one, so those run with flash + memory-efficient
-   enabled; the causal partner (same FLOPs, no mask) runs with flash alone, which fails rather than falls back.
-2. pytest tests/unit/test_fairscale_strategy.py (its GPU test: 3 steps, full state dict, resume).
-3. parity: 6 steps of the tiny models on the embedded corpus, objective=clm objective.packed=true, seed 0, under
-   each sharding strategy and under strategy=auto; the train/loss of every step must agree within 1e-3 in fp32 and
-   2e-2 in bf16-mixed (bf16 keeps 8 mantissa bits: 0.4% of a loss near 8 is 0.03, and most of that averages out).
+1. throughput: bf16 training steps (autocast, as trainer.precision=bf16-mixed does; AdamW, clipping) of the
+   `seq2seq_base` preset (the paper's layout, 12+12 layers, d_model 768), its FLOP-matched decoder-only partner
+   (prefix-LM) and `llama_base` (causal), vocabulary 32000, rows of 512 input + 512 target positions. Variants:
+   full-length random examples; CLM documents packed as the alexatm mixture packs them, with SDPA and with
+   FlexAttention (`architecture.attention=flex`); and blocks compiled (`trainer.compile=true`). tokens/s counts
+   the positions the model reads (the converters' num_tokens), target tokens/s the labelled ones; MFU = the
+   accounting's training FLOPs per step / step time / the GPU's dense bf16 peak (seqlab/throughput.py). SDPA
+   backends: flash takes no explicit mask, so masked models run with flash + memory-efficient enabled and the
+   causal full-length rows with flash alone, which fails rather than falls back.
+2. kernels: packed-row attention forward + backward as SDPA with the dense mask, FlexAttention on its block
+   mask and SDPA's fused causal kernel; the cross-entropy over a 150K vocabulary at 16K positions, plain
+   against chunked (`architecture.loss_chunk_size`): peak memory, time, equal loss and gradients.
+3. pytest tests/unit/test_fairscale_strategy.py (its GPU test: 3 steps, full state dict, resume).
+4. parity: 6 steps of the tiny models on the embedded corpus, seed 0, under each sharding strategy and under
+   strategy=auto, with objective=clm objective.packed=true, and the seq2seq with the default alexatm mixture
+   (packed CLM rows) under fsdp2 and with trainer.compile=true; the train/loss of every step must agree within
+   1e-3 in fp32 and 2e-2 in bf16-mixed (bf16 keeps 8 mantissa bits: 0.4% of a loss near 8 is 0.03, and most
+   of that averages out). Each run's logged train/mfu is reported.
 
 Every check runs in its own subprocess (own session, killed on timeout) under one overall deadline; results.json
 and summary.txt in --out are rewritten after each check, so a run cut short still reports what finished.
-`--dry-run` runs on CPU in about a minute: config composition of every GPU parity run, the FLOP and MFU arithmetic
-of the real sizes, two 2-step CPU trainings through the parity comparison, the CPU test, and the timed loop on a
-tiny model.
+`--dry-run` runs on CPU in a few minutes: config composition of every GPU parity run, the FLOP and MFU arithmetic
+of the real sizes, 2-step CPU trainings through the parity comparison, the CPU test, and the timed loops and
+kernel checks at tiny sizes.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -33,77 +39,51 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from workers import PEAK_BF16, WORKERS, peak_bf16  # beside this file, on sys.path when run as a script
+from specs import H100_BF16, accounting, kernel_specs, parity_specs, throughput_specs  # beside this file
+from workers import WORKERS
+
+from seqlab.throughput import peak_flops
 
 REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = {"32-true": 1e-3, "bf16-mixed": 2e-2}
 
 
-# ---------------------------------------------------------------- the checks, as specs for worker processes
-def throughput_specs(dry: bool) -> list[dict]:
-    from seqlab_plugins.architectures.seq2seq import Seq2Seq, Seq2SeqConfig
-
-    if dry:
-        cfg = Seq2SeqConfig(name="seq2seq", d_model=64, n_heads=4, encoder_layers=1, decoder_layers=1, max_positions=64)
-        vocab, length, batch, steps, warmup = 512, 16, 2, 2, 1
-    else:
-        cfg = Seq2SeqConfig(name="seq2seq", d_model=1024, n_heads=16, encoder_layers=12, decoder_layers=12,
-                            d_ff=4096, max_positions=1024)
-        vocab, length, batch, steps, warmup = 32000, 512, 16, 10, 3
-    partner = Seq2Seq.matched_baseline(cfg, vocab, length, length, "flops")
-    models = [("seq2seq_350m", cfg, "flash+efficient"), ("decoder_partner_prefix_lm", partner, "flash+efficient"),
-              ("decoder_partner_causal", dataclasses.replace(partner, prefix_lm=False), "flash")]
-    return [dict(kind="throughput", name=f"throughput {name}" + (" (dry run: tiny size)" if dry else ""),
-                 config=dataclasses.asdict(model), vocab=vocab, input_length=length, target_length=length,
-                 batch=batch, steps=steps, warmup=warmup, sdpa=sdpa,
-                 device="cpu" if dry else "cuda", timeout=150)
-            for name, model, sdpa in models]
+def passes(spec: dict, result: dict) -> bool:
+    """A throughput check passes when every variant ran; a kernel check when its paths agree: FlexAttention as
+    close to the fp32 reference as masked SDPA (bf16 rounding), the chunked loss equal to plain's up to bf16
+    summation order (relative 1e-3 on the loss, 1e-2 on the gradients)."""
+    if spec["kind"] == "throughput":
+        return len(result["variants"]) == len(spec["variants"])
+    rows = result["rows"]
+    if spec["kind"] == "attention":
+        return "flex" not in rows or (rows["flex"]["max_abs_error_vs_fp32"]
+                                      <= 2 * rows["sdpa_mask"]["max_abs_error_vs_fp32"] + 1e-3)
+    return all(row["loss_rel_diff"] <= 1e-3 and row["grad_hidden_rel_diff"] <= 1e-2
+               and row["grad_weight_rel_diff"] <= 1e-2 for row in rows.values())
 
 
-def parity_specs(dry: bool, work: Path) -> list[dict]:
-    """Training runs: (strategy overrides, architecture, precisions); each non-auto run is compared with auto's."""
-    base = ["trainer=smoke", "trainer.devices=1", "objective=clm", "objective.packed=true",
-            f"cache_dir={work / 'cache'}"]
-    fp32, both, fairscale = ["32-true"], ["32-true", "bf16-mixed"], "strategy=fairscale_fsdp"
-    if dry:
-        base += ["trainer.accelerator=cpu", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                 "trainer.checkpoint_every_n_steps=2", "data.batch_size=4", "data.seq_len=32"]
-        cases = [([], "decoder_only", fp32), (["strategy=ddp"], "decoder_only", fp32)]
-    else:
-        base += ["trainer.accelerator=gpu"]
-        cases = [([], "decoder_only", both), (["strategy=fsdp"], "decoder_only", both),
-                 ([fairscale], "decoder_only", both), (["strategy=fsdp2"], "decoder_only", both),
-                 ([fairscale, "strategy.flatten_parameters=false"], "decoder_only", fp32),
-                 ([fairscale, "strategy.cpu_offload=true"], "decoder_only", fp32),
-                 ([fairscale, "strategy.mixed_precision=bf16"], "decoder_only", ["bf16-mixed"]),
-                 ([], "seq2seq", fp32), ([fairscale], "seq2seq", fp32)]
-    specs = []
-    for strategy, arch, precisions in cases:
-        label = ",".join(o.split("strategy", 1)[1].lstrip("=.") for o in strategy) or "auto"
-        for precision in precisions:
-            name = f"{arch}/{precision}/{label}"
-            specs.append(dict(kind="train", name=f"train {name}", group=f"{arch}/{precision}", label=label,
-                              precision=precision, run_dir=str(work / "runs" / name.replace("/", "_")), timeout=240,
-                              overrides=[*base, f"architecture={arch}", f"trainer.precision={precision}", *strategy]))
-    return specs
-
-
-def accounting() -> str:
-    """Parameters and training FLOPs per example of the throughput models at their real sizes (also in a dry run)."""
-    from seqlab.registry import ARCHITECTURES, load_plugins
-
-    load_plugins()
-    parts = []
-    for spec in throughput_specs(dry=False):
-        plugin = ARCHITECTURES.get(spec["config"]["name"])
-        cfg, V, S, T = plugin.config(**spec["config"]), spec["vocab"], spec["input_length"], spec["target_length"]
-        params, flops = plugin.factory.parameter_count(cfg, V), plugin.factory.training_flops(cfg, V, S, T)
-        layers = getattr(cfg, "n_layers", None) or f"{cfg.encoder_layers}+{cfg.decoder_layers}"
-        parts.append(f"{spec['name'].split()[-1]}: {layers} layers, {params.total / 1e6:.1f}M params "
-                     f"({params.non_embedding / 1e6:.1f}M non-embedding), {flops.per_example / 1e12:.3f} TFLOP "
-                     f"per {S}+{T}-token example: a step of batch {spec['batch']} takes at least "
-                     f"{flops.per_example * spec['batch'] / PEAK_BF16[0][1] * 1e3:.1f} ms at 989 TFLOP/s")
-    return "; ".join(parts)
+def describe(spec: dict, result: dict) -> str:
+    """One line of figures for a throughput or kernel check's result."""
+    if spec["kind"] == "throughput":
+        parts = []
+        for name, v in result["variants"].items():
+            mfu = f"MFU {v['mfu']:.1%}" if v["mfu"] is not None else "MFU n/a (GPU not in the peak table)"
+            parts.append(f"[{name}] batch {v['batch']}, {v['step_seconds'] * 1e3:.1f} ms/step, {v['tokens_per_s']:,.0f} "
+                         f"tokens/s ({v['real_fraction']:.1%} real), {v['target_tokens_per_s']:,.0f} target tokens/s, "
+                         f"{v['tflops_per_s']:.3g} TFLOP/s, {mfu}, sdpa {v['sdpa']}, warm-up {v['warmup_seconds']:.0f} s"
+                         + "".join(f", {note}" for note in v["notes"]))
+        return f"{result['parameters'] / 1e6:.1f}M params: " + "; ".join(parts)
+    rows = result["rows"]
+    if spec["kind"] == "attention":
+        return f"{result['shape']} bf16 fwd+bwd: " + "; ".join(
+            f"{name} {row['ms']:.2f} ms" + (f" (max |err| vs fp32 {row['max_abs_error_vs_fp32']:.1e})"
+                                            if row.get("max_abs_error_vs_fp32") is not None else "")
+            + (f" (block sparsity {row['sparsity']:.0f}%)" if "sparsity" in row else "")
+            for name, row in rows.items()) + "".join(f"; {note}" for note in result["notes"])
+    return f"N={result['positions']} V={result['vocab']} C={result['d_model']} bf16: " + "; ".join(
+        f"{name} " + (f"peak {row['peak_gib']:.2f} GiB, " if row["peak_gib"] is not None else "")
+        + f"{row['ms']:.1f} ms, loss rel diff {row['loss_rel_diff']:.1e}, grad rel diffs "
+        f"{row['grad_hidden_rel_diff']:.1e}/{row['grad_weight_rel_diff']:.1e}" for name, row in rows.items())
 
 
 # ---------------------------------------------------------------- the orchestrator
@@ -147,10 +127,10 @@ def run_worker(spec: dict, work: Path, deadline: float, port: int) -> tuple[dict
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     seconds = time.monotonic() - start
-    if result_path.is_file():
-        return json.loads(result_path.read_text()), "", seconds
-    tail = log_path.read_text(errors="replace")[-1500:] if log_path.is_file() else ""
     why = f"timed out after {timeout:.0f} s" if proc.returncode == -signal.SIGKILL else f"exit {proc.returncode}"
+    if result_path.is_file():  # complete, or the partial result of a worker that writes as it goes
+        return json.loads(result_path.read_text()), "" if proc.returncode == 0 else why, seconds
+    tail = log_path.read_text(errors="replace")[-1500:] if log_path.is_file() else ""
     return None, f"{why}; log {log_path}; tail:\n{tail}", seconds
 
 
@@ -191,7 +171,7 @@ def environment(dry: bool) -> dict:
         env["fairscale"] = "not installed"
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
-        env.update(gpu=name, cuda=torch.version.cuda, peak_bf16_tflops=(peak_bf16(name) or 0) / 1e12)
+        env.update(gpu=name, cuda=torch.version.cuda, peak_bf16_tflops=(peak_flops(name, "bf16-mixed") or 0) / 1e12)
     env["mode"] = "dry-run (CPU)" if dry else "GPU"
     return env
 
@@ -201,12 +181,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/seqlab_gpu_check_out")))
     parser.add_argument("--work", type=Path, default=Path("/tmp/seqlab_gpu_check"))
     parser.add_argument("--budget", type=float, default=400.0, help="seconds for all checks together")
-    parser.add_argument("--jobs", type=int, default=5, help="training runs at once (tiny models share the GPU)")
+    parser.add_argument("--jobs", type=int, default=8, help="training runs at once (tiny models share the GPU)")
     parser.add_argument("--dry-run", action="store_true", help="CPU only: exercise everything that needs no GPU")
     parser.add_argument("--worker", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         spec = json.loads(Path(args.worker[0]).read_text())
+        spec["result_path"] = args.worker[1]
         Path(args.worker[1]).write_text(json.dumps(WORKERS[spec["kind"]](spec)))
         return 0
 
@@ -225,18 +206,13 @@ def main() -> int:
     result, error, seconds = run_worker(prepare, args.work, deadline, 29400)
     report.add(prepare["name"], "PASS" if result else "FAIL", error or f"{result['prepared']} ({seconds:.0f} s)")
 
-    for i, spec in enumerate(throughput_specs(args.dry_run)):  # alone on the GPU, one after another
-        spec["peak"] = 989e12 if args.dry_run else None  # the dry run's MFU arithmetic uses the H100's peak
+    for i, spec in enumerate(throughput_specs(args.dry_run) + kernel_specs(args.dry_run)):  # alone on the GPU
+        spec["peak"] = H100_BF16 if args.dry_run else None
         result, error, seconds = run_worker(spec, args.work, deadline, 29410 + i)
-        if result:
-            mfu = (f"MFU {result['mfu'] * 100:.3g}%" if result["mfu"] is not None
-                   else "MFU n/a (GPU not in the peak table)")
-            detail = (f"{result['parameters'] / 1e6:.1f}M params, batch {result['batch']} x "
-                      f"({spec['input_length']}+{spec['target_length']}) tokens, {result['step_seconds'] * 1e3:.1f} "
-                      f"ms/step: {result['tokens_per_s']:,.0f} tokens/s, {result['tflops_per_s']:.3g} TFLOP/s, {mfu} "
-                      f"[sdpa {result['sdpa']}]" + "".join(f"; {note}" for note in result["notes"]))
-        report.add(spec["name"], "PASS" if result else ("SKIP" if error.startswith("SKIP") else "FAIL"),
-                   detail if result else error, seconds=seconds, **(result or {}))
+        ok = bool(result) and passes(spec, result)
+        detail = describe(spec, result) + ("" if ok else f"; {error}") if result else error
+        report.add(spec["name"], "PASS" if ok else ("SKIP" if error.startswith("SKIP") else "FAIL"), detail,
+                   seconds=seconds, **(result or {}))
 
     # On the GPU, the test of the CPU-only error is deselected and nothing may skip (fairscale missing, say).
     pytest_spec = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/unit/test_fairscale_strategy.py",
@@ -262,8 +238,10 @@ def main() -> int:
         result, error, seconds = run_worker(spec, args.work, deadline, 29500 + i)
         if result:
             runs[spec["name"]] = result
+        mfu = (result or {}).get("logged", {}).get("train/mfu")
         report.add(spec["name"], "PASS" if result else ("SKIP" if error.startswith("SKIP") else "FAIL"),
-                   f"{len(result['losses'])} steps ({seconds:.0f} s)" if result else error, seconds=seconds)
+                   f"{len(result['losses'])} steps ({seconds:.0f} s)" + (f", train/mfu {mfu:.2%}" if mfu else "")
+                   if result else error, seconds=seconds)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         pool.submit(run_pytest)

@@ -2,7 +2,7 @@
 # seqlab's GPU checks on a lent machine without network: install the carried wheels and seqlab, then run check.py
 # (throughput + MFU, the fairscale test, loss parity of every sharding strategy). Results land in $OUT:
 # results.json, summary.txt, check.log (this script's output) and logs.tar.gz (each check's own log).
-# Needs benchmarks/gpu/wheels/ (benchmarks/gpu/fetch_wheels.sh fills it); bounded to about 7.5 minutes.
+# Needs benchmarks/gpu/wheels/ (benchmarks/gpu/fetch_wheels.sh fills it); bounded to about 7.5 minutes (check.py stops at 400 s).
 # Extra arguments go to check.py (e.g. --jobs 3).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,7 +39,7 @@ main() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     echo "== install took $((SECONDS - start)) s"
     # check.py stops starting checks after its budget; the hard stop below bounds a hung one.
-    timeout -k 10 420 $PY benchmarks/gpu/check.py --out "$OUT" --work "$WORK" --budget "${BUDGET:-390}" "$@"
+    timeout -k 10 430 $PY benchmarks/gpu/check.py --out "$OUT" --work "$WORK" --budget "${BUDGET:-400}" "$@"
     rc=$?
     tar -czf "$OUT/logs.tar.gz" -C "$WORK" specs 2>/dev/null || true
     echo "== check.py exit $rc, $((SECONDS - start)) s in all; summary:"
