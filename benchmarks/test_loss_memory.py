@@ -1,14 +1,15 @@
 """Cross-entropy over a 150K vocabulary, forward + backward: all labelled positions' logits at once (plain)
 against `architecture.loss_chunk_size` chunks, in the same run; peak memory is the point, time the price.
 
-Each round is `target_losses` on hidden states (B, T, C) whose every position is labelled (N = B * T), then
-the gradients of the hidden states and the head weight with `torch.autograd.grad` (nothing accumulates between
+Each round is `target_losses` on hidden states (B, T, C) whose every position is labelled (N = B * T), then the
+gradients of the hidden states and the head weight with `torch.autograd.grad` (nothing accumulates between
 rounds). C = 512; float32 at N = 4096 and, as CPU bf16 matmuls are several times slower than float32 ones
-without AMX, bf16 autocast at N = 1024. `peak_mb` is the growth of the process's peak resident memory over
-one untimed round (Linux: reset through /proc/self/clear_refs, read as VmHWM), so it counts every allocation,
-the head weight's gradient included; the inputs and the weight exist before it. Each chunked row's loss and
-gradients are checked against plain's from the same untimed round. `vs_plain` is plain's median time over
-the row's (below 1: slower). About 4 minutes on 2 cores, most of it the float32 rounds. Run with `make bench`.
+without bf16 matrix instructions, bf16 autocast at N = 1024. `peak_mb` is the growth of the process's peak
+resident memory over one untimed round (Linux: reset through /proc/self/clear_refs, read as VmHWM), so it counts
+every allocation, the head weight's gradient included; the inputs and the weight exist before it. Each chunked
+row's loss and gradients are checked against plain's from the same untimed round. `vs_plain` is plain's median
+time over the row's (below 1: slower). About 4 minutes on 2 cores, most of it the float32 rounds. Run with `make
+bench`.
 """
 from __future__ import annotations
 

@@ -18,7 +18,10 @@ seq2seq, where every target position has a label, but half of GPT-2's for the de
 all 255 positions onto the vocabulary and then ignores the 127 input positions in its loss. That saving is
 part of seqlab's design, so it stays in the timing; `logit_positions` records it.
 tokens/s counts input + target tokens (256 per example) per step; `seqlab_vs_hf` is seqlab's tokens/s over the
-peer's. float32, torch's default thread count. Run with `make bench`;
+peer's at the same precision. Each pair runs in float32 and in bf16 autocast around forward and loss (what
+`trainer.precision=bf16-mixed` does; weights, gradients and AdamW stay float32), and seqlab also with its blocks
+compiled as `trainer.compile=true` does (`seqlab_compiled`: inductor, torch's default mode; the compilation is in
+the untimed warm-up round, the peer stays eager). torch's default thread count. Run with `make bench`;
 `benchmarks/profile_model.py` reuses this setup.
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ from transformers.utils import logging as transformers_logging
 from seqlab.config import OptimConfig
 from seqlab.experiment import resource_path
 from seqlab.interfaces import Batch, Features
+from seqlab.module import compile_blocks
 from seqlab.optim import build_optimizer
 from seqlab.registry import ARCHITECTURES, load_plugins
 from seqlab.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -48,7 +52,8 @@ TARGET_LEN = 128
 BATCH_SIZES = {"seq2seq_tiny": 8, "seq2seq_small": 4}
 ROUNDS = {"seq2seq_tiny": 20, "seq2seq_small": 5}
 MODELS = ["seq2seq", "decoder_only"]
-IMPLEMENTATIONS = ["hf", "seqlab"]  # the peer first: seqlab's ratio needs its number
+PRECISIONS = ["fp32", "bf16"]
+IMPLEMENTATIONS = ["hf", "seqlab", "seqlab_compiled"]  # the peer first: seqlab's ratios need its number
 Step = Callable[[], None]
 
 
@@ -99,44 +104,50 @@ def gpt2(cfg: DecoderOnlyConfig, vocab: int) -> GPT2LMHeadModel:
         bos_token_id=BOS_ID, eos_token_id=EOS_ID, attn_implementation="sdpa"))
 
 
-def train_step(model: nn.Module, loss: Callable[[], torch.Tensor]) -> Step:
+def train_step(model: nn.Module, loss: Callable[[], torch.Tensor], precision: str) -> Step:
     optimizer, _ = build_optimizer(model, OptimConfig(), max_steps=1000)
 
     def step() -> None:
-        loss().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            value = loss()
+        value.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)  # as Lightning does
 
     return step
 
 
-def seqlab_setup(cfg: Seq2SeqConfig | DecoderOnlyConfig, batch: Batch, vocab: int) -> Setup:
+def seqlab_setup(cfg: Seq2SeqConfig | DecoderOnlyConfig, batch: Batch, vocab: int, precision: str,
+                 compiled: bool = False) -> Setup:
     """seqlab's model, trained on the mean token loss exactly as SeqLabModule.training_step takes it."""
     torch.manual_seed(0)
     model = ARCHITECTURES.build(cfg, vocab_size=vocab)
     model.init_weights()
+    if compiled:
+        compile_blocks(model, mode=None)
 
     def loss() -> torch.Tensor:
         out = model.loss(batch)
         return out.loss_sum.sum() / out.tokens.sum().clamp_min(1)
 
-    return Setup(model, train_step(model, loss), int((batch["labels"] != IGNORE_INDEX).sum()))
+    return Setup(model, train_step(model, loss, precision), int((batch["labels"] != IGNORE_INDEX).sum()))
 
 
-def hf_seq2seq_setup(cfg: Seq2SeqConfig, batch: Batch, vocab: int) -> Setup:
+def hf_seq2seq_setup(cfg: Seq2SeqConfig, batch: Batch, vocab: int, precision: str) -> Setup:
     torch.manual_seed(0)
     model = mbart(cfg, vocab)
     attention_mask = torch.ones_like(batch["input_ids"])  # what a tokenizer returns for unpadded inputs
     return Setup(model, train_step(model, lambda: model(
         input_ids=batch["input_ids"], attention_mask=attention_mask, decoder_input_ids=batch["decoder_input_ids"],
-        labels=batch["labels"]).loss), batch["labels"].numel())
+        labels=batch["labels"]).loss, precision), batch["labels"].numel())
 
 
-def hf_decoder_only_setup(cfg: DecoderOnlyConfig, batch: Batch, vocab: int) -> Setup:
+def hf_decoder_only_setup(cfg: DecoderOnlyConfig, batch: Batch, vocab: int, precision: str) -> Setup:
     torch.manual_seed(0)
     model = gpt2(cfg, vocab)
     return Setup(model, train_step(model, lambda: model(
-        batch["input_ids"], labels=batch["labels"], shift_labels=batch["labels"]).loss), batch["input_ids"].numel())
+        batch["input_ids"], labels=batch["labels"], shift_labels=batch["labels"]).loss, precision),
+        batch["input_ids"].numel())
 
 
 def blocks_of(model: nn.Module) -> list[nn.Module]:
@@ -152,7 +163,7 @@ def parameters(modules: list[nn.Module]) -> int:
     return sum(p.numel() for module in modules for p in module.parameters())
 
 
-def build(preset: str, model_kind: str, implementation: str) -> tuple[Setup, int]:
+def build(preset: str, model_kind: str, implementation: str, precision: str = "fp32") -> tuple[Setup, int]:
     """The setup of one benchmark and its tokens per step (input + target tokens)."""
     load_plugins()
     transformers_logging.set_verbosity_error()  # silences GPT-2's note that it picked its default causal-LM loss
@@ -161,49 +172,51 @@ def build(preset: str, model_kind: str, implementation: str) -> tuple[Setup, int
     cfg = preset_cfg if model_kind == "seq2seq" else decoder_only_config(preset_cfg)
     converter = ARCHITECTURES.get(cfg.name).factory.feature_converter(cfg, pad_id=PAD_ID)
     batch = converter(features(batch_size, vocab))
-    if implementation == "seqlab":
-        setup = seqlab_setup(cfg, batch, vocab)
+    if implementation.startswith("seqlab"):
+        setup = seqlab_setup(cfg, batch, vocab, precision, compiled=implementation == "seqlab_compiled")
     elif model_kind == "seq2seq":
-        setup = hf_seq2seq_setup(cfg, batch, vocab)
+        setup = hf_seq2seq_setup(cfg, batch, vocab, precision)
     else:
-        setup = hf_decoder_only_setup(cfg, batch, vocab)
+        setup = hf_decoder_only_setup(cfg, batch, vocab, precision)
     return setup, batch_size * (INPUT_LEN + TARGET_LEN)
 
 
 @pytest.fixture(scope="module")
-def throughput() -> dict[tuple[str, str, str], float]:
-    """tokens/s of each (preset, model, implementation) measured in this module, for the ratios."""
+def throughput() -> dict[tuple[str, ...], float]:
+    """tokens/s of each (preset, model, precision, implementation) measured in this module, for the ratios."""
     return {}
 
 
 @pytest.fixture(scope="module")
-def block_parameters() -> dict[tuple[str, str, str], int]:
-    """Block parameter counts of each (preset, model, implementation), to check that the pairs match."""
+def block_parameters() -> dict[tuple[str, ...], int]:
+    """Block parameter counts of each (preset, model, precision, implementation), to check that pairs match."""
     return {}
 
 
-CASES = [(preset, kind, impl) for preset in BATCH_SIZES for kind in MODELS for impl in IMPLEMENTATIONS]
+CASES = [(preset, kind, precision, impl) for preset in BATCH_SIZES for kind in MODELS for precision in PRECISIONS
+         for impl in IMPLEMENTATIONS]
 
 
-@pytest.mark.parametrize("preset, model_kind, implementation", CASES, ids=["-".join(case) for case in CASES])
-def test_train_step(benchmark, throughput, block_parameters, preset, model_kind, implementation):
-    setup, tokens = build(preset, model_kind, implementation)
-    block_parameters[preset, model_kind, implementation] = parameters(blocks_of(setup.model))
-    peer = (preset, model_kind, "hf")
-    if implementation == "seqlab" and peer in block_parameters:
-        assert block_parameters[preset, model_kind, "seqlab"] == block_parameters[peer], "configurations differ"
+@pytest.mark.parametrize("preset, model_kind, precision, implementation", CASES,
+                         ids=["-".join(case) for case in CASES])
+def test_train_step(benchmark, throughput, block_parameters, preset, model_kind, precision, implementation):
+    setup, tokens = build(preset, model_kind, implementation, precision)
+    case, peer = (preset, model_kind, precision, implementation), (preset, model_kind, precision, "hf")
+    block_parameters[case] = parameters(blocks_of(setup.model))
+    if implementation != "hf" and peer in block_parameters:
+        assert block_parameters[case] == block_parameters[peer], "configurations differ"
 
     peer_name = "MBartForConditionalGeneration" if model_kind == "seq2seq" else "GPT2LMHeadModel"
-    benchmark.group = (f"train step {model_kind} ({preset} size) vs {peer_name}, batch {BATCH_SIZES[preset]} x "
-                       f"{INPUT_LEN}+{TARGET_LEN} tokens")
+    benchmark.group = (f"train step {model_kind} ({preset} size) vs {peer_name}, {precision}, batch "
+                       f"{BATCH_SIZES[preset]} x {INPUT_LEN}+{TARGET_LEN} tokens")
     benchmark.pedantic(setup.step, rounds=ROUNDS[preset], iterations=1, warmup_rounds=1)
     if benchmark.stats is None:  # --benchmark-disable: ran once, nothing measured
         return
-    throughput[preset, model_kind, implementation] = tokens / benchmark.stats.stats.median
-    benchmark.extra_info["tokens_per_s"] = round(throughput[preset, model_kind, implementation])
+    throughput[case] = tokens / benchmark.stats.stats.median
+    benchmark.extra_info["tokens_per_s"] = round(throughput[case])
     benchmark.extra_info["tokens_per_step"] = tokens
     benchmark.extra_info["logit_positions"] = setup.logit_positions
     benchmark.extra_info["parameters"] = parameters([setup.model])
-    benchmark.extra_info["block_parameters"] = block_parameters[preset, model_kind, implementation]
-    if implementation == "seqlab" and peer in throughput:
-        benchmark.extra_info["seqlab_vs_hf"] = round(throughput[preset, model_kind, "seqlab"] / throughput[peer], 2)
+    benchmark.extra_info["block_parameters"] = block_parameters[case]
+    if implementation != "hf" and peer in throughput:
+        benchmark.extra_info["seqlab_vs_hf"] = round(throughput[case] / throughput[peer], 2)

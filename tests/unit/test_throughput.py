@@ -47,7 +47,7 @@ def test_mfu_and_target_tokens_per_s_follow_the_logged_counts(tmp_path):
     """Over the throughput window (steps 2..n: step 1 only starts the clock), MFU x peak / target tokens/s is
     FLOPs per target token, so it must equal the FLOPs and target tokens counted between steps 1 and n; and
     tokens/s over target tokens/s is the ratio of the tokens-seen and target-tokens-seen increments."""
-    peak = 1e14  # far above a CPU's FLOP/s (AMX bf16 matmuls reach ~2e12), so MFU must lie in (0, 1)
+    peak = 1e14  # far above a CPU's FLOP/s (bf16 matmuls on 2 cores: ~2e12), so MFU must lie in (0, 1)
     run_dir = tmp_path / "run"
     train(to_run_config(compose_config(["trainer=smoke", f"cache_dir={tmp_path / 'cache'}",
                                         f"trainer.peak_flops={peak}", f"hydra.run.dir={run_dir}"])), run_dir)
