@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from seqlab.errors import DataError
-from seqlab.evaluation.likelihood import Budget, build_request
+from seqlab.evaluation.likelihood import Budget, build_request, score_continuations
 from seqlab.evaluation.model import SeqlabModel, TokenRequest
 from seqlab.registry import ARCHITECTURES, load_plugins
 from seqlab.tokenizer import BOS_ID, EOS_ID, Tokenizer
@@ -262,3 +262,23 @@ def test_converter_labels_feed_label_logprobs_in_target_order():
     assert float(out[0, 2]) == 0.0
     assert [float(out[1, j]) for j in range(3)] == pytest.approx([float(logp[1, j, t]) for j, t in
                                                                   enumerate((41, 42, 43))], abs=1e-6)
+
+
+def test_a_candidate_without_tokens_is_an_error_not_a_winning_zero(tokenizer):
+    model = seqlab_model("causal_lm", tokenizer, batch_size=4)
+    with pytest.raises(DataError, match=r"task topics: example 1 .* encodes to no tokens \(''\)"):
+        score_continuations(model, "topics", "clm", ["Topic:", "Topic:"], [("sport", "music"), ("sport", "")],
+                            Budget(model, "clm", 0), [], progress=False)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_an_empty_prompt_without_a_mode_token_scores_every_continuation_token(arch, tokenizer):
+    model = seqlab_model(arch, tokenizer, batch_size=4)
+    continuation = (17, 23, 9)
+    request, truncated = build_request([], [], "clm", continuation, limit=40)
+    assert request == TokenRequest((EOS_ID,), (), continuation) and not truncated
+    got = float(model.score([request])[0])
+    assert got == pytest.approx(hand_score(model.model, arch, request), abs=1e-5)
+    if arch != "seq2seq":
+        # Without the stand-in context a decoder-only model predicts only the last two tokens: a higher sum.
+        assert got < float(model.score([TokenRequest((), (), continuation)])[0]) - 1e-3

@@ -20,9 +20,11 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from seqlab.errors import DataError
 from seqlab.evaluation.aggregates import RATIO
 from seqlab.evaluation.model import EvalModel, TokenRequest
 from seqlab.evaluation.tasks import Example
+from seqlab.tokenizer import EOS_ID
 
 CHUNK = 64  # requests per model call: the progress bar's step
 GOLD_LL = "gold_ll_per_byte"
@@ -56,6 +58,11 @@ def build_request(prompt_ids: list[int], mode_ids: list[int], mode: str, continu
     """The request for one prompt, its start cut off when too long (shots go first, so the query survives)."""
     truncated = len(prompt_ids) > limit
     prompt = tuple(prompt_ids[len(prompt_ids) - max(limit, 1):] if truncated else prompt_ids)
+    if not prompt and not mode_ids:
+        # Nothing to condition on: the first continuation token would have no position predicting it and go
+        # unscored. EOS, the end of a previous text, stands in as the context (lm-evaluation-harness does the
+        # same with its end-of-text token).
+        prompt = (EOS_ID,)
     prefix = prompt if mode == "denoising" else ()
     return TokenRequest(tuple(mode_ids) + prompt, prefix, tuple(continuation)), truncated
 
@@ -88,6 +95,10 @@ def score_continuations(model: EvalModel, label: str, mode: str, prompts: Sequen
     """
     flat = [(i, c) for i, options in enumerate(continuations) for c in options]  # one request per continuation
     cont_ids = model.encode([c for _, c in flat])
+    for (i, text), ids in zip(flat, cont_ids):
+        if not ids:  # it would score log p = 0, above every real candidate, and win
+            raise DataError(f"task {label}: example {i} has a continuation that encodes to no tokens ({text!r}); "
+                            "check the task's choices, choice_template and reference field")
     prompt_ids = model.encode(list(prompts))
     longest = np.zeros(len(prompts), dtype=np.int64)  # (n,)
     for (i, _), ids in zip(flat, cont_ids):

@@ -96,6 +96,8 @@ def read_jsonl(folder: Path, split: str, choices_field: str, label_field: str) -
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             raw = json.loads(line)
+            if not isinstance(raw[choices_field], list):  # a string would be split into its characters
+                raise TypeError(f"{choices_field!r} is a {type(raw[choices_field]).__name__}, not a list")
             choices, label = [str(c) for c in raw[choices_field]], int(raw[label_field])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise DataError(f"{path} line {n}: needs a list {choices_field!r} and an integer {label_field!r} "

@@ -78,6 +78,10 @@ class Summarization:
         self.stop = list(cfg.stop)
         model = cfg.rouge_tokenizer or resources.files("seqlab") / "resources" / "tokenizer" / "embedded.model"
         self.pieces = Tokenizer(str(model))
+        try:  # the bare word-boundary piece, which starts words that begin with an unmerged character
+            self.boundary: int | None = self.pieces.token_id("\u2581")
+        except KeyError:
+            self.boundary = None
 
     def examples(self, data_root: Path | None) -> list[Example]:
         test_path = data_path(self.cfg.path, data_root, LAYOUT)
@@ -94,7 +98,12 @@ class Summarization:
             out.append(Example(id=item["id"], prompt=prompt, reference=item["summary"]))
         return out
 
+    def units(self, texts: list[str]) -> list[list[int]]:
+        """The pieces ROUGE compares, without the bare word boundary: it marks where a word starts, not what
+        the word is, so "xyz" (boundary, x, y, z) and "18" (boundary, 1, 8) would share a unigram."""
+        return [[i for i in ids if i != self.boundary] for ids in self.pieces.encode(texts)]
+
     def example_stats(self, examples: Sequence[Example],
                       predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:
-        f1s = rouge_f1s(self.pieces.encode(list(predictions)), self.pieces.encode([ex.reference for ex in examples]))
+        f1s = rouge_f1s(self.units(list(predictions)), self.units([ex.reference for ex in examples]))
         return {name: (RATIO, [[100.0 * f1, 1.0] for f1 in values]) for name, values in f1s.items()}
