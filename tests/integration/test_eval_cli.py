@@ -61,8 +61,8 @@ def test_eval_a_checkpoint_end_to_end(checkpoint, data_root, capsys):
     assert scores["jsonl_topics"]["accuracy"] in (0.0, 100 / 3, 200 / 3, 100.0)
     assert set(scores["summarization_news"]) == {"rouge1", "rouge2", "rougeL", "gold_ll_per_byte", "icl_gain_per_byte",
                                                  "examples", "truncated"}
-    assert set(scores["jsonl_topics"]) == {"accuracy", "accuracy_norm", "gold_ll_per_byte", "margin",
-                                           "icl_gain_per_byte", "examples", "truncated"}
+    assert set(scores["jsonl_topics"]) == {"accuracy", "accuracy_norm", "accuracy_bytes", "gold_ll_per_byte",
+                                           "margin", "icl_gain_per_byte", "examples", "truncated"}
     assert saved["clm_token_used"] == {"jsonl_topics": True, "summarization_news": True}
     assert saved["aggregates"]["summarization_news"] == {name: "ratio" for name in scores["summarization_news"]
                                                          if name not in ("examples", "truncated")}

@@ -398,9 +398,9 @@ def test_cut_at_stop():
 def qa_dataset(root: Path) -> list[dict]:
     """Four items whose fixed scores make raw and per-byte argmax disagree in known ways."""
     rows = [
-        # raw: "ab" (-2 > -3) wrong; per byte: "éé" is 4 bytes, -3/4 > -2/2, right (per character it would lose)
+        # raw: "ab" (-2 > -3) wrong; per byte: "éé" is 4 bytes, -3/4 > -2/2, right; per character (2 each) wrong
         {"id": "q0", "question": "zero", "choices": ["ab", "éé"], "label": 1, "scores": [-2.0, -3.0]},
-        # raw right; per byte still right: -1/1 > -8/4
+        # raw right; per byte and per character still right: -1/1 > -8/4
         {"id": "q1", "question": "one", "choices": ["x", "yyyy"], "label": 0, "scores": [-1.0, -8.0]},
         # both right
         {"id": "q2", "question": "two", "choices": ["a", "b", "c"], "label": 2, "scores": [-5.0, -4.0, -1.0]},
@@ -427,12 +427,14 @@ def test_ranking_argmax_per_byte_argmax_and_outputs(tmp_path):
     out = tmp_path / "out"
     results = evaluate(model, resolve_tasks([qa_task()]), out, data_root=tmp_path, progress=False)
     # Gold: "éé" -3 (4 bytes), "x" -1, "c" -1, "q" -3; margins over the best distractor: -1, 7, 3, -2.
-    assert results == {"qa": {"accuracy": 50.0, "accuracy_norm": 75.0, "gold_ll_per_byte": pytest.approx(-8 / 7),
+    assert results == {"qa": {"accuracy": 50.0, "accuracy_norm": 50.0, "accuracy_bytes": 75.0,
+                              "gold_ll_per_byte": pytest.approx(-8 / 7),
                               "margin": 1.75, "examples": 4.0, "truncated": 0.0}}
     records = [json.loads(line) for line in (out / "qa.predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["q0", "q1", "q2", "q3"]
     assert [r["prediction"] for r in records] == [0, 0, 2, 0]
-    assert [r["prediction_norm"] for r in records] == [1, 0, 2, 0]
+    assert [r["prediction_norm"] for r in records] == [0, 0, 2, 0]
+    assert [r["prediction_bytes"] for r in records] == [1, 0, 2, 0]
     assert [r["label"] for r in records] == [1, 0, 2, 1]
     assert [r["loglikelihoods"] for r in records] == [r["scores"] for r in rows]
     assert records[0]["candidates"] == ["ab", "éé"] and records[0]["prompt"] == "Q: zero A:"
@@ -440,16 +442,16 @@ def test_ranking_argmax_per_byte_argmax_and_outputs(tmp_path):
     assert [(r["gold_logprob"], r["gold_bytes"], r["margin"]) for r in records] == [
         (-3.0, 4, -1.0), (-1.0, 1, 7.0), (-1.0, 1, 3.0), (-3.0, 1, -2.0)]
     assert all("zero_shot_gold_logprob" not in r for r in records)  # a 0-shot task has no in-context gain
-    assert records[0]["stats"] == {"accuracy": [0.0, 1.0], "accuracy_norm": [100.0, 1.0],
-                                   "gold_ll_per_byte": [-3.0, 4.0], "margin": [-1.0, 1.0]}
+    assert records[0]["stats"] == {"accuracy": [0.0, 1.0], "accuracy_norm": [0.0, 1.0],
+                                   "accuracy_bytes": [100.0, 1.0], "gold_ll_per_byte": [-3.0, 4.0], "margin": [-1.0, 1.0]}
     saved = json.loads((out / "scores.json").read_text())
     assert saved == {"model": "fake", "scores": results, "clm_token_used": {"qa": True},
-                     "aggregates": {"qa": {"accuracy": "ratio", "accuracy_norm": "ratio", "gold_ll_per_byte": "ratio",
-                                           "margin": "ratio"}},
-                     "higher_is_better": {"qa": {"accuracy": True, "accuracy_norm": True, "gold_ll_per_byte": True,
-                                                 "margin": True}}}
-    assert format_scores(results) == ("qa  accuracy=50.00  accuracy_norm=75.00  gold_ll_per_byte=-1.1429  "
-                                      "margin=1.7500  (n=4, truncated=0)")
+                     "aggregates": {"qa": {"accuracy": "ratio", "accuracy_norm": "ratio", "accuracy_bytes": "ratio",
+                                           "gold_ll_per_byte": "ratio", "margin": "ratio"}},
+                     "higher_is_better": {"qa": {"accuracy": True, "accuracy_norm": True, "accuracy_bytes": True,
+                                                 "gold_ll_per_byte": True, "margin": True}}}
+    assert format_scores(results) == ("qa  accuracy=50.00  accuracy_norm=50.00  accuracy_bytes=75.00  "
+                                      "gold_ll_per_byte=-1.1429  margin=1.7500  (n=4, truncated=0)")
     # One request per candidate, in clm mode: [CLM] + prompt, no target prefix, the candidate scored.
     assert len(model.scored) == 9
     assert model.scored[0] == TokenRequest((CLM, *ids("Q: zero A:")), (), tuple(ids("ab")))

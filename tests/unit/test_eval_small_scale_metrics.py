@@ -208,8 +208,8 @@ def test_stats_recombine_to_every_score_and_match_the_direct_metrics(data, tmp_p
     saved = json.loads((out / "scores.json").read_text())
     assert saved["scores"] == results
     assert saved["aggregates"] == {
-        "mc": {"accuracy": "ratio", "accuracy_norm": "ratio", "gold_ll_per_byte": "ratio", "margin": "ratio",
-               "icl_gain_per_byte": "ratio"},
+        "mc": {"accuracy": "ratio", "accuracy_norm": "ratio", "accuracy_bytes": "ratio", "gold_ll_per_byte": "ratio",
+               "margin": "ratio", "icl_gain_per_byte": "ratio"},
         "flores_de_en": {"chrf++": "chrf", "bleu": "bleu:13a", "gold_ll_per_byte": "ratio",
                          "icl_gain_per_byte": "ratio"},
         "flores_en_ja": {"chrf++": "chrf", "bleu": "bleu:ja-mecab", "gold_ll_per_byte": "ratio",
@@ -236,6 +236,7 @@ def test_stats_recombine_to_every_score_and_match_the_direct_metrics(data, tmp_p
     mc = records["mc"]
     assert results["mc"]["accuracy"] == 100 * sum(r["prediction"] == r["label"] for r in mc) / len(mc)
     assert results["mc"]["accuracy_norm"] == 100 * sum(r["prediction_norm"] == r["label"] for r in mc) / len(mc)
+    assert results["mc"]["accuracy_bytes"] == 100 * sum(r["prediction_bytes"] == r["label"] for r in mc) / len(mc)
     assert results["mc"]["margin"] == pytest.approx(np.mean([r["margin"] for r in mc]))
     assert all(r["stats"]["margin"] == [r["margin"], 1.0] for r in mc)
     for label, lang in (("flores_de_en", "en"), ("flores_en_ja", "ja")):

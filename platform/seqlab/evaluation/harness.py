@@ -68,19 +68,23 @@ def run_ranking(model: EvalModel, task: EvalTask, examples: list[Example], budge
                             "ranking needs at least 2")
     scores, truncated = score_continuations(model, task.label, task.cfg.mode, [ex.prompt for ex in examples],
                                             [ex.candidates for ex in examples], budget, mode_ids, progress)
-    records, correct, correct_norm = [], [], []
+    records, correct, correct_norm, correct_bytes = [], [], [], []
     for ex, s, cut in zip(examples, scores, truncated):
-        # Length-normalised: per UTF-8 byte of the candidate, a model-independent length (token counts differ
-        # between tokenizers, so per-token normalisation would not compare models on equal terms).
+        # Length-normalised as lm-evaluation-harness names them: acc_norm per character of the candidate,
+        # acc_bytes per UTF-8 byte. Bytes are the model-independent length (token counts differ between
+        # tokenizers, and characters weigh scripts differently), so per-byte is the one to compare models by.
+        chars = np.array([max(1, len(c)) for c in ex.candidates], dtype=np.float64)
         nbytes = np.array([utf8_bytes(c) for c in ex.candidates], dtype=np.float64)
-        choice, choice_norm = int(np.argmax(s)), int(np.argmax(s / nbytes))
+        choice, choice_norm, choice_bytes = (int(np.argmax(s / n)) for n in (1.0, chars, nbytes))
         correct.append(choice == ex.label)
         correct_norm.append(choice_norm == ex.label)
+        correct_bytes.append(choice_bytes == ex.label)
         records.append({"id": ex.id, "prompt": ex.prompt, "candidates": list(ex.candidates),
                         "loglikelihoods": s.round(4).tolist(), "prediction": choice, "prediction_norm": choice_norm,
-                        "label": ex.label, "truncated": cut, **ex.fields})
+                        "prediction_bytes": choice_bytes, "label": ex.label, "truncated": cut, **ex.fields})
     stats = {"accuracy": (RATIO, [[100.0 * c, 1.0] for c in correct]),
-             "accuracy_norm": (RATIO, [[100.0 * c, 1.0] for c in correct_norm])}
+             "accuracy_norm": (RATIO, [[100.0 * c, 1.0] for c in correct_norm]),
+             "accuracy_bytes": (RATIO, [[100.0 * c, 1.0] for c in correct_bytes])}
     return stats, records, scores, sum(truncated)
 
 
