@@ -1,6 +1,7 @@
 """`rank_classification`: multiple choice by log-likelihood (the paper's ranking protocol), accuracy and
-length-normalised accuracies (per character and per byte). Ships with readers for SIB-200 (7-way topic classification of FLORES sentences)
-and XCOPA (choice of plausible alternatives), and a generic JSONL format for users' own sets.
+length-normalised accuracies (per character and per byte). Ships with readers for SIB-200 (7-way topic
+classification of FLORES sentences) and XCOPA (choice of plausible alternatives), and a generic JSONL format for
+users' own sets.
 """
 from __future__ import annotations
 
