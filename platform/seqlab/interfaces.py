@@ -135,6 +135,9 @@ class Architecture(Protocol):
         """(B, Lt): teacher-forced log-probability of target token j of each row at column j (0 past the row's
         target length), from the converter's batch of Features whose targets are scored."""
 
+    def target_scores(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """target_logprobs and (B, Lt) bool: whether each target is the most likely token at its position."""
+
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
                  target_prefix: torch.Tensor | None = None,
                  stop: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -282,3 +282,23 @@ def test_an_empty_prompt_without_a_mode_token_scores_every_continuation_token(ar
     if arch != "seq2seq":
         # Without the stand-in context a decoder-only model predicts only the last two tokens: a higher sum.
         assert got < float(model.score([TokenRequest((), (), continuation)])[0]) - 1e-3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_flags_say_whether_greedy_decoding_produces_the_continuation(arch, tokenizer):
+    model = seqlab_model(arch, tokenizer, batch_size=3)
+    rng = np.random.default_rng(1)
+    requests, expected = [], []
+    for n in (2, 3, 4, 5, 6):
+        base = TokenRequest(ids(rng, 5), ids(rng, 1), ())
+        produced = tuple(model.generate([base], n)[0])  # greedy, up to EOS (dropped)
+        if not produced:
+            continue
+        other = 4 + (produced[-1] - 3) % (V - 4)  # another ordinary id in place of the last one
+        requests += [TokenRequest(base.inputs, base.target_prefix, produced),
+                     TokenRequest(base.inputs, base.target_prefix, produced[:-1] + (other,))]
+        expected += [True, False]
+    assert len(requests) >= 6
+    scores, greedy = model.score_greedy(requests)
+    np.testing.assert_allclose(scores, model.score(requests), rtol=1e-6, atol=1e-6)
+    assert greedy.tolist() == expected

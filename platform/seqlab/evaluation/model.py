@@ -150,8 +150,16 @@ class SeqlabModel:
         with eval_mode(self.model):
             return self._score(requests)
 
-    def _score(self, requests: Sequence[TokenRequest]) -> np.ndarray:
+    @torch.inference_mode()
+    def score_greedy(self, requests: Sequence[TokenRequest]) -> tuple[np.ndarray, np.ndarray]:
+        """score, and (n,) bool: whether greedy decoding would produce each continuation (every token the
+        argmax given the ones before)."""
+        with eval_mode(self.model):
+            return self._score(requests, greedy=True)
+
+    def _score(self, requests: Sequence[TokenRequest], greedy: bool = False):
         out = np.zeros(len(requests), dtype=np.float64)
+        is_greedy = np.ones(len(requests), dtype=bool)
         pad = self.tokenizer.pad_id
         for idx in batches_by_length(requests, self.batch_size,
                                      key=lambda r: len(r.inputs) + len(r.target_prefix) + len(r.continuation)):
@@ -160,12 +168,17 @@ class SeqlabModel:
             targets, target_lengths = pad_rows([r.target_prefix + r.continuation for r in reqs], pad)
             features = Features(inputs, input_lengths, targets, target_lengths, np.zeros(len(reqs), np.int64))
             batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.converter(features).items()}
-            logprobs = self.model.target_logprobs(batch).double().cpu().numpy()  # (B, Lt)
+            if greedy:
+                logprobs, top = (t.cpu().numpy() for t in self.model.target_scores(batch))  # (B, Lt) each
+            else:
+                logprobs = self.model.target_logprobs(batch).cpu().numpy()  # (B, Lt)
             cols = np.arange(logprobs.shape[1])[None, :]
             prefix = np.array([len(r.target_prefix) for r in reqs])[:, None]
             scored = (cols >= prefix) & (cols < target_lengths[:, None])
-            out[idx] = np.where(scored, logprobs, 0.0).sum(axis=1)
-        return out
+            out[idx] = np.where(scored, logprobs.astype(np.float64), 0.0).sum(axis=1)
+            if greedy:
+                is_greedy[idx] = (top | ~scored).all(axis=1)
+        return (out, is_greedy) if greedy else out
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[TokenRequest], max_new_tokens: int,

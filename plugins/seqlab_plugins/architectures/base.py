@@ -14,7 +14,7 @@ from torch import nn
 from seqlab.interfaces import Batch, LossOutput
 from seqlab.tokenizer import Tokenizer
 from seqlab_plugins.architectures.generation import StopCheck, greedy
-from seqlab_plugins.architectures.loss import label_logprobs, target_losses
+from seqlab_plugins.architectures.loss import label_logprobs, label_scores, target_losses
 
 
 class LanguageModel(nn.Module):
@@ -37,6 +37,10 @@ class LanguageModel(nn.Module):
     def target_logprobs(self, batch: Batch) -> torch.Tensor:
         """Teacher-forced log-probability of target j at column j (B, Lt): what evaluation ranks by."""
         return label_logprobs(self.batch_hidden(batch), self.head, batch["labels"], self.cfg.loss_chunk_size)
+
+    def target_scores(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """target_logprobs and whether each target is the argmax at its position (B, Lt) bool; no gradients."""
+        return label_scores(self.batch_hidden(batch), self.head, batch["labels"], self.cfg.loss_chunk_size)
 
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
                  target_prefix: torch.Tensor | None = None,

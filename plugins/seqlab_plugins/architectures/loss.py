@@ -54,6 +54,30 @@ def label_logprobs(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor,
     return out
 
 
+def label_scores(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor,
+                 chunk_size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """label_logprobs and, beside it, (B, L) bool: whether each label is the model's most likely token there
+    (greedy decoding would produce it; lm-evaluation-harness's `is_greedy`). For scoring, without gradients:
+    logits exist for `chunk_size` labelled positions at a time (1024 if None), in float32."""
+    is_label = labels != IGNORE_INDEX  # (B, T)
+    rows, cols = is_label.nonzero(as_tuple=True)  # (N,) each, row-major
+    h, targets = hidden[rows, cols], labels[rows, cols]  # (N, C), (N,)
+    picked = torch.empty(len(rows), dtype=torch.float32, device=labels.device)  # (N,)
+    top = torch.empty(len(rows), dtype=torch.bool, device=labels.device)  # (N,)
+    step = chunk_size or 1024
+    for start in range(0, len(rows), step):
+        logits = head(h[start: start + step]).float()  # (n, V)
+        target = targets[start: start + step, None]  # (n, 1)
+        picked[start: start + step] = (logits.gather(1, target) - torch.logsumexp(logits, dim=1, keepdim=True))[:, 0]
+        top[start: start + step] = logits.argmax(dim=1) == target[:, 0]
+    rank = is_label.long().cumsum(dim=1)[rows, cols] - 1  # (N,): which target each label is
+    width = int(is_label.sum(dim=1).max()) if len(rows) else 0
+    logprobs = torch.zeros((labels.shape[0], width), dtype=torch.float32, device=labels.device)
+    greedy = torch.zeros((labels.shape[0], width), dtype=torch.bool, device=labels.device)
+    logprobs[rows, rank], greedy[rows, rank] = picked, top
+    return logprobs, greedy
+
+
 def position_losses(h: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: Optional[int],
                     need_lse: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """h (N, C), targets (N,) -> float32 cross-entropy (N,) and, if `need_lse`, the logsumexp of the logits
