@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "write a report (Hydra overrides)", add_help=False)
     commands.add_parser("eval", help="evaluate a checkpoint or a Hugging Face model on eval tasks (KEY=VALUE ...)",
                         add_help=False)
+    commands.add_parser("lm-eval", help="lm-evaluation-harness's command line with the `seqlab` model type "
+                        "(--model seqlab --model_args checkpoint=PATH,mode=clm|denoising)", add_help=False)
 
     plugins = commands.add_parser("plugins", help="list registered plugins with kind and description")
     plugins.add_argument("--plugins-dir", help="also import the plugin modules in this folder")
@@ -238,6 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SeqlabError as err:
             print(f"seqlab eval: error: {err}", file=sys.stderr)
             return 2
+    if argv and argv[0] == "lm-eval":
+        try:
+            from seqlab.evaluation.lm_harness import main as lm_eval_main
+        except ImportError as err:
+            print(f"seqlab lm-eval: needs lm-evaluation-harness ({err}); pip install -e '.[lm-eval]'", file=sys.stderr)
+            return 2
+        return lm_eval_main(argv[1:])
     if argv and argv[0] in ("train", "compare"):
         # Hydra owns the rest of the command line (overrides, -m, --cfg, hydra.* keys).
         try:
