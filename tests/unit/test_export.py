@@ -11,7 +11,8 @@ pytest.importorskip("transformers")
 from helpers import padded_ids, perturbed  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
 
-from seqlab.errors import ConfigError  # noqa: E402
+from seqlab.errors import ConfigError, DataError  # noqa: E402
+from seqlab.evaluation.hf import HFModel  # noqa: E402
 from seqlab.experiment import resource_path  # noqa: E402
 from seqlab.tokenizer import BOS_ID, EOS_ID, MODE_TOKENS, PAD_ID, UNK_ID, Tokenizer  # noqa: E402
 from seqlab_plugins.architectures.attention import prefix_lm_mask  # noqa: E402
@@ -64,6 +65,12 @@ def test_decoder_only_exports_to_gpt2_with_our_causal_logits(tmp_path, tokenizer
     assert padded < TOLERANCE and full < TOLERANCE
     # GPT-2 cannot attend bidirectionally over a prefix: the README says the export is exact for causal use.
     assert ("exactly for causal use alone" in (tmp_path / "README.md").read_text()) == prefix_lm
+    # ... and config.json, so `seqlab eval hf=` refuses to score the causal version as if it were the model.
+    assert hf.config.seqlab_prefix_lm == prefix_lm
+    if prefix_lm:
+        with pytest.raises(DataError, match="seqlab_prefix_lm=true.*allow_causal_export=true"):
+            HFModel.from_pretrained(tmp_path)
+    assert HFModel.from_pretrained(tmp_path, allow_causal_export=prefix_lm).encoder_decoder is False
 
 
 def test_mbart_export_requires_embedding_norm(tmp_path, tokenizer):

@@ -35,6 +35,7 @@ Evaluate a model on eval tasks with the paper's protocol (greedy decoding, ranki
   batch_size=N        requests per model call (default 16)
   device=cpu|cuda     (default cpu)
   tokenizer=PATH      the checkpoint's tokenizer, if not where its run had it
+  allow_causal_export=true   accept hf= exports of prefix-LM models, which attend causally (another model)
   output_dir=DIR      scores.json and TASK.predictions.jsonl (default: RUN/eval/stepN, or evals/NAME for hf)
   plugins_dir=DIR     import extra plugin modules (e.g. your own eval tasks) first
 """
@@ -45,6 +46,7 @@ class EvalCommandConfig(EvalConfig):
     checkpoint: Optional[str] = None
     hf: Optional[str] = None
     tokenizer: Optional[str] = None
+    allow_causal_export: bool = False
     device: str = "cpu"
     output_dir: Optional[str] = None
     plugins_dir: Optional[str] = None
@@ -82,7 +84,8 @@ def load_eval_model(cfg: EvalCommandConfig) -> tuple[EvalModel, Path]:
     else:
         from seqlab.evaluation.hf import HFModel
 
-        model = HFModel.from_pretrained(cfg.hf, batch_size=cfg.batch_size, device=cfg.device)
+        model = HFModel.from_pretrained(cfg.hf, batch_size=cfg.batch_size, device=cfg.device,
+                                        allow_causal_export=cfg.allow_causal_export)
         default_out = Path("evals") / Path(cfg.hf).resolve().name
     return model, Path(cfg.output_dir) if cfg.output_dir else default_out
 

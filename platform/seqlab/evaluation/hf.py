@@ -88,12 +88,20 @@ class HFModel:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 16, device: str = "cpu",
-                        dtype: str | torch.dtype | None = None) -> "HFModel":
+                        dtype: str | torch.dtype | None = None, allow_causal_export: bool = False) -> "HFModel":
+        """`allow_causal_export`: accept seqlab's export of a prefix-LM model, which attends causally (config.json
+        says `seqlab_prefix_lm: true`), knowing that its scores are those of another model."""
         path = Path(path).expanduser()
         if not (path / "config.json").is_file():
             raise DataError(f"model path {path}: not a Hugging Face model folder; it must contain {FOLDER_CONTENTS}")
         try:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
+            if getattr(config, "seqlab_prefix_lm", False) and not allow_causal_export:
+                raise DataError(f"model path {path}: an export of a seqlab prefix-LM model (config.json "
+                                "seqlab_prefix_lm=true); it attends causally where the model attends "
+                                "bidirectionally over its inputs, so its scores and generations are another "
+                                "model's. Evaluate the checkpoint (checkpoint=PATH), or allow_causal_export=true "
+                                "to measure the causal version")
             auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
             model = auto.from_pretrained(path, local_files_only=True, **({} if dtype is None else {"dtype": dtype}))
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -193,6 +193,9 @@ def export_model(model: nn.Module, tokenizer: Tokenizer, out_dir: str | Path,
         raise ConfigError(f"tokenizer.path={tokenizer.path}: vocab_size {tokenizer.vocab_size} differs from the "
                           f"model's {hf.config.vocab_size}; export with the tokenizer the model was trained with")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A prefix LM's bidirectional prefix has no causal-LM equivalent: say so in config.json, where loaders that
+    # would score the export as if it were the model (seqlab eval hf=) can read it.
+    hf.config.seqlab_prefix_lm = bool(getattr(model.cfg, "prefix_lm", False))
     hf.save_pretrained(out_dir)
     to_hf_tokenizer(tokenizer, model.max_positions).save_pretrained(out_dir)
     (out_dir / "README.md").write_text(_readme(hf, layout, model.cfg.name, tokenizer, source), encoding="utf-8")
