@@ -355,8 +355,8 @@ def test_every_objective_trains_every_architecture(name, arch, tokenizer):
 
 @pytest.fixture(scope="module")
 def eval_root(tmp_path_factory) -> Path:
-    """FLORES-200, SIB-200 and XCOPA folders for every language the shipped readers know, and the JSONL file
-    of the summarization example (`summaries.jsonl`)."""
+    """FLORES-200, SIB-200 and XCOPA folders for every language the shipped readers know, the JSONL file of
+    the summarization example (`summaries.jsonl`), and SQuAD v2-style files for extractive QA."""
     root = tmp_path_factory.mktemp("eval_data")
     write_flores(root, {split: {stem: [f"{stem} {split} sentence {i}." for i in range(2)]
                                 for stem, _ in LANGUAGES.values()} for split in ("dev", "devtest")})
@@ -373,6 +373,10 @@ def eval_root(tmp_path_factory) -> Path:
                  "question": question, "label": i % 2} for i, question in enumerate(("cause", "effect"))])
     write_jsonl(root / "summaries.jsonl", [{"document": f"Report {i}: the council met and voted.",
                                             "summary": f"Council vote {i} passed."} for i in range(3)])
+    qa = [{"id": str(i), "context": f"The vote {i} passed.", "question": "Did it pass?",
+           "answers": {"text": ["passed"] if i else [], "answer_start": [12] if i else []}} for i in range(3)]
+    for path in ("qa.jsonl", "squad_v2/validation.jsonl", "squad_v2/train.jsonl"):
+        write_jsonl(root / path, qa)
     return root
 
 
