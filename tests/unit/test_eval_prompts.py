@@ -590,3 +590,15 @@ def test_several_tasks_write_one_prediction_file_each(tmp_path, flores):
     table = format_scores(results).splitlines()
     assert table[0].startswith("qa            accuracy=50.00")
     assert table[1].startswith("flores_de_en  chrf++=") and table[1].endswith("(n=2, truncated=0)")
+
+
+def test_a_jsonl_task_path_may_be_one_file_whose_other_items_are_the_shots(tmp_path):
+    rows = qa_dataset(tmp_path)
+    cfg = resolve_tasks([qa_task(path=str(tmp_path / "qa" / "test.jsonl"), shots=2,
+                                 shot_template="Q: {question} A: {answer}")])["qa"]
+    examples = EVAL_TASKS.build(cfg).examples(tmp_path)
+    assert [ex.id for ex in examples] == [r["id"] for r in rows]
+    for ex, row in zip(examples, rows):
+        assert ex.prompt.endswith(f"Q: {row['question']} A:")
+        assert ex.prompt.count(f"Q: {row['question']} ") == 1 and ex.prompt.count("Q: ") == 3  # 2 shots, not itself
+    assert EVAL_TASKS.build(cfg).label == "jsonl_test"

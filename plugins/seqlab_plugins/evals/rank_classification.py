@@ -25,8 +25,8 @@ XCOPA_CONNECTORS = {"en": ("because", "so"), "it": ("perché", "quindi"), "ta": 
 LAYOUTS = {
     "sib200": "SIB-200: data/annotated/{lang_Script}/{split}.tsv (index_id, category, text) and labels.txt",
     "xcopa": "XCOPA: data/{lang}/{split}.{lang}.jsonl with premise, choice1, choice2, question, label",
-    "jsonl": "a folder with {split}.jsonl, one object per line with the template's fields, a list of choices and "
-             "the index of the right one",
+    "jsonl": "a folder with {split}.jsonl, or one .jsonl file (shots then come from its other items), one object "
+             "per line with the template's fields, a list of choices and the index of the right one",
 }
 
 
@@ -92,7 +92,8 @@ def read_xcopa(folder: Path, language: str, split: str) -> list[dict[str, Any]]:
 
 
 def read_jsonl(folder: Path, split: str, choices_field: str, label_field: str) -> list[dict[str, Any]]:
-    path = _file(folder / f"{split}.jsonl", LAYOUTS["jsonl"])
+    """The items of FOLDER/{split}.jsonl, or of `folder` itself when it is a file."""
+    path = folder if folder.is_file() else _file(folder / f"{split}.jsonl", LAYOUTS["jsonl"])
     items = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
@@ -120,7 +121,8 @@ class RankClassification:
 
     def __init__(self, cfg: RankClassificationConfig):
         self.cfg = cfg
-        self.label = f"{cfg.dataset}_{cfg.language}" if cfg.dataset != "jsonl" else f"jsonl_{Path(cfg.path).name}"
+        name = Path(cfg.path).name.removesuffix(".jsonl")  # a folder's name, or a file's without .jsonl
+        self.label = f"{cfg.dataset}_{cfg.language}" if cfg.dataset != "jsonl" else f"jsonl_{name}"
 
     def _read(self, folder: Path, split: str) -> list[dict[str, Any]]:
         if self.cfg.dataset == "sib200":
@@ -135,7 +137,8 @@ class RankClassification:
         for item in pool:
             item["answer"] = render(self.cfg.choice_template, {"choice": item["choices"][item["label"]]},
                                     "task.choice_template")
-        same_split = self.cfg.shot_split == self.cfg.test_split  # then an item must not be its own shot
+        # Then an item must not be its own shot (one file holds both splits).
+        same_split = self.cfg.shot_split == self.cfg.test_split or folder.is_file()
         out = []
         for i, item in enumerate(self._read(folder, self.cfg.test_split)):
             shots = [pool[j] for j in pick_shots(len(pool), self.cfg.shots, self.cfg.seed, i,
