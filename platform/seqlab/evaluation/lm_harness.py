@@ -104,8 +104,9 @@ class SeqlabLM(TemplateLM):
             part = slice(start, start + step)
             scores[part], greedy[part] = self.model.score_greedy(built[part])
         out = [(float(s), bool(g)) for s, g in zip(scores, greedy)]
-        for (text, _), result in zip((r[0] for r in requests), out):
-            self.cache_hook.add_partial("loglikelihood", text, result)
+        for (args, _, _), result in zip(requests, out):
+            if args is not None:  # rolling windows are not requests of their own
+                self.cache_hook.add_partial("loglikelihood", args, result)
         return out
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
@@ -114,7 +115,7 @@ class SeqlabLM(TemplateLM):
             for context, tokens in map(utils.make_disjoint_window, utils.get_rolling_token_windows(
                     token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
                     max_seq_len=self.max_length, context_len=1)):
-                windows.append(((string, ""), context, tokens))
+                windows.append((None, context, tokens))
                 owners.append(i)
         scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
         totals = np.zeros(len(requests))
