@@ -81,6 +81,16 @@ def few_shot_prompt(shot_template: str, query_template: str, separator: str, sho
     return separator.join(parts)
 
 
+def shot_prompts(cfg: Any, test: Sequence[Mapping[str, Any]], pool: Sequence[Mapping[str, Any]],
+                 same_pool: bool) -> list[str]:
+    """The k-shot prompt of every test item, its shots drawn from `pool`; when the pool is the test set itself
+    (`same_pool`), never the item itself. cfg: an EvalTaskConfig with shot_template and query_template."""
+    return [few_shot_prompt(cfg.shot_template, cfg.query_template, cfg.separator,
+                            [pool[j] for j in pick_shots(len(pool), cfg.shots, cfg.seed, i,
+                                                         exclude=i if same_pool else None)], item)
+            for i, item in enumerate(test)]
+
+
 def pick_shots(pool_size: int, shots: int, seed: int, item: int, exclude: int | None = None) -> list[int]:
     """Indices of `shots` distinct pool items for test item `item`: random, but fixed by (seed, item), so every
     model sees the same prompts and adding examples does not change earlier ones."""

@@ -24,7 +24,7 @@ from omegaconf import MISSING
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
 from seqlab.evaluation.aggregates import RATIO
-from seqlab.evaluation.tasks import Example, data_path, few_shot_prompt, pick_shots
+from seqlab.evaluation.tasks import Example, data_path, shot_prompts
 from seqlab.registry import EVAL_TASKS
 
 LAYOUT = ("a JSONL file, one item per line with the context, question and answers fields (task.context_field, "
@@ -129,14 +129,8 @@ class ExtractiveQA:
         test = read_items(data_path(self.cfg.path, data_root, LAYOUT), self.cfg)
         own_pool = self.cfg.shot_path is None
         pool = test if own_pool else read_items(data_path(self.cfg.shot_path, data_root, LAYOUT), self.cfg)
-        out = []
-        for i, item in enumerate(test):
-            picks = pick_shots(len(pool), self.cfg.shots, self.cfg.seed, i, exclude=i if own_pool else None)
-            prompt = few_shot_prompt(self.cfg.shot_template, self.cfg.query_template, self.cfg.separator,
-                                     [pool[j] for j in picks], item)
-            out.append(Example(id=item["id"], prompt=prompt, reference=item["answer"],
-                               fields={"answers": item["golds"]}))
-        return out
+        return [Example(id=item["id"], prompt=prompt, reference=item["answer"], fields={"answers": item["golds"]})
+                for item, prompt in zip(test, shot_prompts(self.cfg, test, pool, same_pool=own_pool))]
 
     def example_stats(self, examples: Sequence[Example],
                       predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
-from seqlab.evaluation.tasks import Example, data_path, few_shot_prompt, pick_shots, render
+from seqlab.evaluation.tasks import Example, data_path, render, shot_prompts
 from seqlab.registry import EVAL_TASKS
 
 # ISO 639-1 -> SIB-200 folder (FLORES-200 language_script code).
@@ -139,11 +139,9 @@ class RankClassification:
                                     "task.choice_template")
         # Then an item must not be its own shot (one file holds both splits).
         same_split = self.cfg.shot_split == self.cfg.test_split or folder.is_file()
+        test = self._read(folder, self.cfg.test_split)
         out = []
-        for i, item in enumerate(self._read(folder, self.cfg.test_split)):
-            shots = [pool[j] for j in pick_shots(len(pool), self.cfg.shots, self.cfg.seed, i,
-                                                     exclude=i if same_split else None)]
-            prompt = few_shot_prompt(self.cfg.shot_template, self.cfg.query_template, self.cfg.separator, shots, item)
+        for item, prompt in zip(test, shot_prompts(self.cfg, test, pool, same_split)):
             candidates = tuple(render(self.cfg.choice_template, {"choice": c}, "task.choice_template")
                                for c in item["choices"])
             out.append(Example(id=item["id"], prompt=prompt, candidates=candidates, label=item["label"]))

@@ -18,7 +18,7 @@ from omegaconf import MISSING
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
 from seqlab.evaluation.aggregates import RATIO
-from seqlab.evaluation.tasks import Example, data_path, few_shot_prompt, pick_shots
+from seqlab.evaluation.tasks import Example, data_path, shot_prompts
 from seqlab.registry import EVAL_TASKS
 from seqlab.tokenizer import Tokenizer
 from seqlab_plugins.evals.metrics import rouge_f1s
@@ -89,14 +89,8 @@ class Summarization:
         own_pool = self.cfg.shot_path is None
         pool = test if own_pool else read_pairs(data_path(self.cfg.shot_path, data_root, LAYOUT),
                                                 self.cfg.document_field, self.cfg.summary_field)
-        out = []
-        for i, item in enumerate(test):
-            # Shots drawn from the test file itself never include the item being summarised.
-            picks = pick_shots(len(pool), self.cfg.shots, self.cfg.seed, i, exclude=i if own_pool else None)
-            prompt = few_shot_prompt(self.cfg.shot_template, self.cfg.query_template, self.cfg.separator,
-                                     [pool[j] for j in picks], item)
-            out.append(Example(id=item["id"], prompt=prompt, reference=item["summary"]))
-        return out
+        return [Example(id=item["id"], prompt=prompt, reference=item["summary"])
+                for item, prompt in zip(test, shot_prompts(self.cfg, test, pool, same_pool=own_pool))]
 
     def units(self, texts: list[str]) -> list[list[int]]:
         """The pieces ROUGE compares, without the bare word boundary: it marks where a word starts, not what

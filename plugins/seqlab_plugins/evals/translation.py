@@ -12,7 +12,7 @@ from typing import List, Sequence
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
 from seqlab.evaluation.aggregates import CHRF, bleu_aggregate
-from seqlab.evaluation.tasks import Example, data_path, few_shot_prompt, pick_shots
+from seqlab.evaluation.tasks import Example, data_path, shot_prompts
 from seqlab.registry import EVAL_TASKS
 from seqlab_plugins.evals.metrics import bleu_stats, bleu_tokenizer, chrf_pp_stats
 
@@ -78,15 +78,11 @@ class Translation:
     def examples(self, data_root: Path | None) -> list[Example]:
         folder = data_path(self.cfg.path, data_root, LAYOUT)
         pool = self._pairs(folder, self.cfg.shot_split) if self.cfg.shots else []
+        test = self._pairs(folder, self.cfg.test_split)
         same_split = self.cfg.shot_split == self.cfg.test_split  # then an item must not be its own shot
-        out = []
-        for i, item in enumerate(self._pairs(folder, self.cfg.test_split)):
-            shots = [pool[j] for j in pick_shots(len(pool), self.cfg.shots, self.cfg.seed, i,
-                                                     exclude=i if same_split else None)]
-            prompt = few_shot_prompt(self.cfg.shot_template, self.cfg.query_template, self.cfg.separator, shots, item)
-            out.append(Example(id=f"{self.cfg.test_split}:{i}", prompt=prompt, reference=item["target"],
-                               fields={"source": item["source"]}))
-        return out
+        return [Example(id=f"{self.cfg.test_split}:{i}", prompt=prompt, reference=item["target"],
+                        fields={"source": item["source"]})
+                for i, (item, prompt) in enumerate(zip(test, shot_prompts(self.cfg, test, pool, same_split)))]
 
     def example_stats(self, examples: Sequence[Example],
                       predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:
