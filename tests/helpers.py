@@ -120,3 +120,19 @@ def tiny_seqlab_model(arch: str, tokenizer: Tokenizer) -> SeqlabModel:
     with torch.no_grad():
         torch.nn.init.normal_(model.head.weight, std=1.0)
     return SeqlabModel(model.eval(), tokenizer, cfg, name=arch, batch_size=4)
+
+
+class CharModel:
+    """The text side of an EvalModel over characters (one id per code point, no mode tokens): fakes that script
+    their scores or replies subclass it."""
+
+    name, encoder_decoder, max_positions = "chars", True, 100_000
+
+    def encode(self, texts):
+        return [[ord(c) for c in t] for t in texts]
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+    def special_id(self, token):
+        return None

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import write_jsonl
+from helpers import CharModel, write_jsonl
 
 from seqlab.errors import DataError
 from seqlab.evaluation.harness import evaluate
@@ -57,19 +57,8 @@ REPLIES = {"Capital of France?": "paris\nmore", "When did it open?": "It opened 
            "Who built the tower?": "unanswerable", "Who wrote it?": "Gustave"}
 
 
-class ReplyModel:
-    """An EvalModel over characters that answers each question from REPLIES and scores by length."""
-
-    name, encoder_decoder, max_positions = "reply", True, 100_000
-
-    def encode(self, texts):
-        return [[ord(c) for c in t] for t in texts]
-
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
-
-    def special_id(self, token):
-        return None
+class ReplyModel(CharModel):
+    """Answers each question from REPLIES and scores by length."""
 
     def score(self, requests):
         return np.array([-1.0 * len(r.continuation) for r in requests])

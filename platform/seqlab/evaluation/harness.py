@@ -66,8 +66,16 @@ def run_ranking(model: EvalModel, task: EvalTask, examples: list[Example], budge
         if len(ex.candidates) < 2:  # nothing to rank against, and no distractor for the margin
             raise DataError(f"eval task {task.label!r} example {ex.id!r}: {len(ex.candidates)} candidate(s); "
                             "ranking needs at least 2")
-    scores, truncated = score_continuations(model, task.label, task.cfg.mode, [ex.prompt for ex in examples],
-                                            [ex.candidates for ex in examples], budget, mode_ids, progress)
+    for ex in examples:
+        if ex.contexts and len(ex.contexts) != len(ex.candidates):
+            raise DataError(f"eval task {task.label!r} example {ex.id!r}: {len(ex.contexts)} contexts for "
+                            f"{len(ex.candidates)} candidates")
+    partial = any(ex.contexts for ex in examples)
+    if partial:
+        scores, truncated = score_in_contexts(model, task, examples, budget, mode_ids, progress)
+    else:
+        scores, truncated = score_continuations(model, task.label, task.cfg.mode, [ex.prompt for ex in examples],
+                                                [ex.candidates for ex in examples], budget, mode_ids, progress)
     records, correct, correct_norm, correct_bytes = [], [], [], []
     for ex, s, cut in zip(examples, scores, truncated):
         # Length-normalised as lm-evaluation-harness names them: acc_norm per character of the candidate,
@@ -79,13 +87,27 @@ def run_ranking(model: EvalModel, task: EvalTask, examples: list[Example], budge
         correct.append(choice == ex.label)
         correct_norm.append(choice_norm == ex.label)
         correct_bytes.append(choice_bytes == ex.label)
-        records.append({"id": ex.id, "prompt": ex.prompt, "candidates": list(ex.candidates),
+        records.append({"id": ex.id, "prompt": ex.prompt, **({"contexts": list(ex.contexts)} if ex.contexts else {}),
+                        "candidates": list(ex.candidates),
                         "loglikelihoods": s.round(4).tolist(), "prediction": choice, "prediction_norm": choice_norm,
                         "prediction_bytes": choice_bytes, "label": ex.label, "truncated": cut, **ex.fields})
-    stats = {"accuracy": (RATIO, [[100.0 * c, 1.0] for c in correct]),
-             "accuracy_norm": (RATIO, [[100.0 * c, 1.0] for c in correct_norm]),
-             "accuracy_bytes": (RATIO, [[100.0 * c, 1.0] for c in correct_bytes])}
+    stats = {"accuracy": (RATIO, [[100.0 * c, 1.0] for c in correct])}
+    if not partial:  # with one shared continuation, normalising by its length changes nothing
+        stats.update(accuracy_norm=(RATIO, [[100.0 * c, 1.0] for c in correct_norm]),
+                     accuracy_bytes=(RATIO, [[100.0 * c, 1.0] for c in correct_bytes]))
     return stats, records, scores, sum(truncated)
+
+
+def score_in_contexts(model: EvalModel, task: EvalTask, examples: list[Example], budget: Budget,
+                      mode_ids: list[int], progress: bool) -> tuple[list[np.ndarray], list[bool]]:
+    """Each candidate scored after its own context (the example's prompt where it gives none): one request per
+    (context, candidate) -> one (c_i,) array per example, and whether any of its contexts was cut."""
+    prompts = [c for ex in examples for c in (ex.contexts or (ex.prompt,) * len(ex.candidates))]
+    flat, cut = score_continuations(model, task.label, task.cfg.mode, prompts,
+                                    [(c,) for ex in examples for c in ex.candidates], budget, mode_ids, progress)
+    bounds = np.cumsum([0] + [len(ex.candidates) for ex in examples])
+    return ([np.concatenate(flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
+            [any(cut[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
 
 
 def select_examples(examples: list[Example], cfg: EvalTaskConfig, limit: int | None) -> list[Example]:
@@ -131,6 +153,9 @@ def evaluate_task(model: EvalModel, label: str, cfg: EvalTaskConfig, data_root: 
     else:
         predictions, records, truncated = run_generation(model, task, examples, budget, mode_ids, progress)
         stats = task.example_stats(examples, predictions)
+        if hasattr(task, "prediction_fields"):  # what the task read from each prediction (an extracted answer)
+            for record, extra in zip(records, task.prediction_fields(examples, predictions)):
+                record.update(extra)
         gold = score_gold(model, f"{label} gold", cfg.mode, [ex.prompt for ex in examples], golds, budget, mode_ids,
                           progress)
     zero_shot = None

@@ -2,7 +2,9 @@
 
 A task plugin turns its data into `Example`s whose prompts are complete text (shots included); the harness
 does everything model-specific (tokenising, mode tokens, truncation, batching). Two kinds of example:
-generation (a reference to compare with) and ranking (candidates, one of them right).
+generation (a reference to compare with) and ranking (candidates, one of them right). A ranking example may
+give each candidate its own prompt (`contexts`): Winograd-style partial scoring, where the options differ in the
+context and the shared continuation is what is scored.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -32,6 +34,7 @@ class Example:
     reference: str | None = None  # generation: what the prediction is scored against
     candidates: tuple[str, ...] = ()  # ranking: the continuations to score
     label: int | None = None  # ranking: index of the right candidate
+    contexts: tuple[str, ...] = ()  # ranking: candidate i is scored after contexts[i] (then prompt = the gold's)
     fields: dict[str, Any] = field(default_factory=dict)  # the raw item, written next to the prediction
 
 
@@ -54,7 +57,9 @@ class GenerationTask(EvalTask, Protocol):
     def example_stats(self, examples: Sequence[Example],
                       predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:
         """metric -> (aggregate, one row of sufficient statistics per example): how the corpus metric of the
-        predictions, one per reference, is computed from the rows' sum (see seqlab.evaluation.aggregates)."""
+        predictions, one per reference, is computed from the rows' sum (see seqlab.evaluation.aggregates).
+        A task may also give `prediction_fields(examples, predictions)`: one dict per prediction (e.g. the answer
+        it extracted), added to the prediction's record."""
 
 
 def render(template: str, values: Mapping[str, Any], key: str) -> str:
@@ -118,11 +123,26 @@ def data_path(path: str, data_root: Path | None, layout: str) -> Path:
     return resolved
 
 
+def items_and_shot_pool(cfg: Any, data_root: Path | None, layout: str,
+                  read: Callable[[Path], list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """(test items of cfg.path, the pool shots come from, whether that pool is the test set itself): the pool is
+    cfg.shot_path's items, or with no shot_path the other test items. A 0-shot run reads no shot file."""
+    test = read(data_path(cfg.path, data_root, layout))
+    if cfg.shot_path is None or not cfg.shots:
+        return test, test, True
+    return test, read(data_path(cfg.shot_path, data_root, layout)), False
+
+
 def typed_fields(config: type, fields: dict[str, Any], where: str) -> dict[str, Any]:
     """`fields` converted to the types `config` declares ("0" -> 0, as on the command line); a value that does not
-    convert is a ConfigError naming its key, not a TypeError from inside the config's checks."""
+    convert is a ConfigError naming its key, not a TypeError from inside the config's checks. A mapping (label
+    verbalisers) replaces the default's, so a two-label set does not inherit a third label."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(config), fields)
+        base = OmegaConf.structured(config)
+        for key, value in fields.items():
+            if isinstance(value, Mapping) and key in base:  # a mapping replaces the default, it does not extend it
+                base[key] = {}
+        merged = OmegaConf.merge(base, fields)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{where}.{err.full_key}: {err.msg}".splitlines()[0]) from None
     return {k: v for k, v in OmegaConf.to_container(merged).items() if k in fields}
