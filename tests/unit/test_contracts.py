@@ -377,6 +377,40 @@ def eval_root(tmp_path_factory) -> Path:
            "answers": {"text": ["passed"] if i else [], "answer_start": [12] if i else []}} for i in range(3)]
     for path in ("qa.jsonl", "squad_v2/validation.jsonl", "squad_v2/train.jsonl"):
         write_jsonl(root / path, qa)
+    articles = [{"document": f"Report {i}: the council met.", "text": f"Bericht {i}.", "summary": f"Vote {i}."}
+                for i in range(3)]
+    for path in ("xsum/test.jsonl", "xsum/validation.jsonl",
+                 *(f"mlsum/{lang}/{split}.jsonl" for lang in ("de", "es", "fr") for split in ("test", "validation"))):
+        write_jsonl(root / path, articles)
+    nli = [{"premise": f"The vote {i} passed.", "hypothesis": "It passed.", "label": i} for i in range(3)]
+    write_jsonl(root / "nli.jsonl", nli)
+    for lang in ("ar", "de", "en", "es", "fr", "hi"):
+        for split in ("test", "validation"):
+            write_jsonl(root / "xnli" / lang / f"{split}.jsonl", nli)
+    for lang in ("de", "en", "es", "fr", "ja"):
+        for split in ("test", "validation"):
+            write_jsonl(root / "paws-x" / lang / f"{split}.jsonl",
+                        [{"id": i, "sentence1": "A cat sat.", "sentence2": "A cat sits.", "label": i % 2}
+                         for i in range(2)])
+    glue = {"BoolQ": [{"idx": i, "passage": "Cats sit.", "question": "do cats sit", "label": bool(i)}
+                      for i in range(2)],
+            "CB": [{"idx": i, "premise": "It rained.", "hypothesis": "It was wet.", "label": label}
+                   for i, label in enumerate(("entailment", "contradiction", "neutral"))],
+            "RTE": [{"idx": i, "premise": "It rained.", "hypothesis": "It was wet.", "label": label}
+                    for i, label in enumerate(("entailment", "not_entailment"))]}
+    for task, rows in glue.items():
+        for split in ("val", "train"):
+            write_jsonl(root / "super_glue" / task / f"{split}.jsonl", rows)
+    winograd = [{"sentence": "The cup did not fit in the box because _ was too big.", "option1": "the cup",
+                 "option2": "the box", "answer": str(1 + i)} for i in range(2)]
+    for folder in ("winograd.jsonl", "xwinograd/en/test.jsonl", "xwinograd/fr/test.jsonl",
+                   "xwinograd/jp/test.jsonl", "xwinograd/pt/test.jsonl"):
+        write_jsonl(root / folder, winograd)
+    sums = [{"question": f"What is {i} + 2?", "answer": f"{i} plus 2 is {i + 2}. #### {i + 2}"} for i in range(6)]
+    for path in ("arithmetic.jsonl", "gsm8k/test.jsonl", "gsm8k/train.jsonl"):
+        write_jsonl(root / path, sums)
+    for lang in ("de", "en", "es", "fr", "ja", "te"):
+        write_lines(root / "mgsm" / f"mgsm_{lang}.tsv", [f"What is {i} + 2?\t{i + 2}" for i in range(2)])
     return root
 
 

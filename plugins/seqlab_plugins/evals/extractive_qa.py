@@ -24,7 +24,7 @@ from omegaconf import MISSING
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
 from seqlab.evaluation.aggregates import RATIO
-from seqlab.evaluation.tasks import Example, data_path, shot_prompts
+from seqlab.evaluation.tasks import Example, items_and_shot_pool, shot_prompts
 from seqlab.registry import EVAL_TASKS
 
 LAYOUT = ("a JSONL file, one item per line with the context, question and answers fields (task.context_field, "
@@ -126,9 +126,7 @@ class ExtractiveQA:
         self.stop = list(cfg.stop)
 
     def examples(self, data_root: Path | None) -> list[Example]:
-        test = read_items(data_path(self.cfg.path, data_root, LAYOUT), self.cfg)
-        own_pool = self.cfg.shot_path is None
-        pool = test if own_pool else read_items(data_path(self.cfg.shot_path, data_root, LAYOUT), self.cfg)
+        test, pool, own_pool = items_and_shot_pool(self.cfg, data_root, LAYOUT, lambda path: read_items(path, self.cfg))
         return [Example(id=item["id"], prompt=prompt, reference=item["answer"], fields={"answers": item["golds"]})
                 for item, prompt in zip(test, shot_prompts(self.cfg, test, pool, same_pool=own_pool))]
 

@@ -18,7 +18,7 @@ from omegaconf import MISSING
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
 from seqlab.evaluation.aggregates import RATIO
-from seqlab.evaluation.tasks import Example, data_path, shot_prompts
+from seqlab.evaluation.tasks import Example, items_and_shot_pool, shot_prompts
 from seqlab.registry import EVAL_TASKS
 from seqlab.tokenizer import Tokenizer
 from seqlab_plugins.evals.metrics import rouge_f1s
@@ -84,11 +84,8 @@ class Summarization:
             self.boundary = None
 
     def examples(self, data_root: Path | None) -> list[Example]:
-        test_path = data_path(self.cfg.path, data_root, LAYOUT)
-        test = read_pairs(test_path, self.cfg.document_field, self.cfg.summary_field)
-        own_pool = self.cfg.shot_path is None
-        pool = test if own_pool else read_pairs(data_path(self.cfg.shot_path, data_root, LAYOUT),
-                                                self.cfg.document_field, self.cfg.summary_field)
+        test, pool, own_pool = items_and_shot_pool(
+            self.cfg, data_root, LAYOUT, lambda path: read_pairs(path, self.cfg.document_field, self.cfg.summary_field))
         return [Example(id=item["id"], prompt=prompt, reference=item["summary"])
                 for item, prompt in zip(test, shot_prompts(self.cfg, test, pool, same_pool=own_pool))]
 
@@ -101,3 +98,15 @@ class Summarization:
                       predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:
         f1s = rouge_f1s(self.units(list(predictions)), self.units([ex.reference for ex in examples]))
         return {name: (RATIO, [[100.0 * f1, 1.0] for f1 in values]) for name, values in f1s.items()}
+
+
+# XSum (Narayan et al. 2018) and MLSum (Scialom et al. 2020), the paper's 1-shot summarisation sets, as the
+# Hugging Face `xsum` and `mlsum` rows in JSON lines; shots come from the validation split (train is large).
+EVAL_TASKS.register_preset(
+    "xsum", SummarizationConfig(name="summarization", path="xsum/test.jsonl", shot_path="xsum/validation.jsonl"),
+    "1-shot XSum, ROUGE-1/2/L; xsum/{test,validation}.jsonl (document, summary, id)")
+for _lang in ("de", "es", "fr"):
+    EVAL_TASKS.register_preset(
+        f"mlsum_{_lang}", SummarizationConfig(name="summarization", path=f"mlsum/{_lang}/test.jsonl",
+                                              shot_path=f"mlsum/{_lang}/validation.jsonl", document_field="text"),
+        f"1-shot MLSum ({_lang}), ROUGE-1/2/L; mlsum/{_lang}/{{test,validation}}.jsonl (text, summary)")
