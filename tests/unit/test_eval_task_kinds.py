@@ -8,10 +8,11 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from helpers import CharModel, write_jsonl, write_lines
+from helpers import CharModel, tiny_seqlab_model, write_jsonl, write_lines
 
 from seqlab.errors import ConfigError, DataError
 from seqlab.evaluation.harness import evaluate
+from seqlab.evaluation.model import TokenRequest
 from seqlab.evaluation.tasks import resolve_tasks
 from seqlab.registry import EVAL_TASKS, load_plugins
 from seqlab_plugins.evals.generate_match import as_number, extract, matches
@@ -158,14 +159,34 @@ def test_partial_scoring_scores_only_the_continuation_after_each_option(tmp_path
     assert [r["gold_logprob"] for r in records] == [-1.0, -1.0, -2.0]
 
 
+@pytest.mark.parametrize("arch", ["seq2seq", "prefix_lm"])
+@pytest.mark.parametrize("mode", ["clm", "denoising"])
+def test_partial_scoring_on_a_real_model_equals_scoring_each_option_by_hand(arch, mode, tokenizer, tmp_path):
+    write_jsonl(tmp_path / "wino.jsonl", SCHEMAS)
+    model = tiny_seqlab_model(arch, tokenizer)
+    _, records = run(model, {"name": "partial_scoring", "path": "wino.jsonl", "mode": mode, "label": "w"}, tmp_path)
+    clm = [model.special_id("[CLM]")] if mode == "clm" else []
+    for schema, record in zip(SCHEMAS, records):
+        before, after = schema["sentence"].split("_")
+        (continuation,) = model.encode([after.strip()])
+        hand = []
+        for option in (schema["option1"], schema["option2"]):
+            (context,) = model.encode([before + option])
+            prefix = tuple(context) if mode == "denoising" else ()
+            hand.append(model.score([TokenRequest(tuple(clm + context), prefix, tuple(continuation))])[0])
+        assert record["loglikelihoods"] == pytest.approx(np.round(hand, 4).tolist(), abs=1e-4)
+        assert record["prediction"] == int(np.argmax(hand))
+
+
 def test_partial_scoring_shots_are_filled_sentences(tmp_path):
     write_jsonl(tmp_path / "wino.jsonl", SCHEMAS)
     task = EVAL_TASKS.build(type(EVAL_TASKS.example("partial_scoring"))(name="partial_scoring",
                                                                          path="wino.jsonl", shots=1))
-    for ex in task.examples(tmp_path):
-        filled = {s["sentence"].replace("_", s["option" + s["answer"]]) for s in SCHEMAS}
-        assert all(context.split(" ", 0)[0] for context in ex.contexts)
-        assert any(ex.contexts[0].startswith(f + " ") for f in filled) and "_" not in ex.contexts[0]
+    filled = [s["sentence"].replace("_", s["option" + s["answer"]]) for s in SCHEMAS]
+    for i, ex in enumerate(task.examples(tmp_path)):
+        # Both options' contexts follow the same shot: another schema's sentence with its right option.
+        (shot,) = [f for j, f in enumerate(filled) if j != i and ex.contexts[0].startswith(f + " ")]
+        assert ex.contexts[1].startswith(shot + " ") and "_" not in ex.contexts[0] + ex.contexts[1]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -254,3 +275,20 @@ def test_verbalisers_given_in_config_replace_the_default_ones():
     (cfg,) = resolve_tasks([{"preset": "superglue_cb", "verbalizers": {"entailment": "yes", "contradiction": "no",
                                                                        "neutral": "maybe"}}]).values()
     assert list(cfg.verbalizers.values()) == ["yes", "no", "maybe"]
+
+
+def test_pair_classification_reads_sib200_as_the_sib200_reader_does(shared_data):
+    # SIB-200's TSV through the generic reader, the categories as verbalisers: the same prompts and candidates
+    # as the dedicated rank_classification reader.
+    folder = shared_data / "sib200" / "data" / "annotated" / "hin_Deva"
+    labels = [line for line in (folder / "labels.txt").read_text(encoding="utf-8").split("\n") if line.strip()]
+    preset = EVAL_TASKS.preset("sib200_hi")
+    generic = EVAL_TASKS.build(type(EVAL_TASKS.example("pair_classification"))(
+        name="pair_classification", path=str(folder / "test.tsv"), shot_path=str(folder / "train.tsv"), shots=1,
+        label_field="category", id_field="index_id", verbalizers={label: label for label in labels},
+        shot_template=preset.shot_template, query_template=preset.query_template, separator=preset.separator))
+    ours = generic.examples(None)
+    theirs = EVAL_TASKS.build(preset).examples(shared_data)
+    assert len(ours) == len(theirs) == 204
+    assert [(e.id, e.prompt, e.candidates, e.label) for e in ours] == \
+        [(e.id, e.prompt, e.candidates, e.label) for e in theirs]
