@@ -140,10 +140,12 @@ class Architecture(Protocol):
 
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
                  target_prefix: torch.Tensor | None = None,
-                 stop: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 prefix_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding: new tokens (B, N), right-padded after each row's EOS, and their counts (B,).
-        input_ids (B, W) are model-neutral inputs, right-padded; target_prefix (B, P) is forced first; `stop`
-        maps the new tokens so far (B, n) to the rows that are done."""
+        input_ids (B, W) are model-neutral inputs, right-padded; target_prefix (B, P), right-padded to
+        prefix_lengths (B,) (None: all P), is forced first; `stop` maps the new tokens so far (B, n) to the rows
+        that are done."""
 
 
 def capability(architecture: Any, name: str, what: str) -> Callable[..., Any]:

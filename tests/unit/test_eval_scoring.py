@@ -175,6 +175,22 @@ def test_batched_generation_equals_one_request_at_a_time(arch, tokenizer):
     assert batched[::-1] == ours.generate(requests[::-1], MAX_NEW)  # the order of requests does not matter
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefixes_of_every_length_in_one_batch_generate_as_alone(arch, tokenizer):
+    # One batch holds rows without a prefix and with prefixes of 1 to 9 tokens: the longer ones are fed step by
+    # step while the others generate, and every row still equals its own unbatched greedy decoding.
+    ours = seqlab_model(arch, tokenizer, batch_size=64)
+    requests = generation_requests() + [TokenRequest(r.inputs, r.inputs) for r in generation_requests()[3:5]]
+    prefixes = [len(r.target_prefix) for r in requests]
+    assert len(set(prefixes)) >= 5
+    steps = []
+    hook = ours.model.head.register_forward_hook(lambda *_: steps.append(1))  # one head call per step
+    batched = ours.generate(requests, MAX_NEW)
+    hook.remove()
+    assert len(steps) <= max(prefixes) - min(prefixes) + MAX_NEW  # one batch, not one per prefix length
+    assert batched == [hand_greedy(ours.model, arch, r, MAX_NEW) for r in requests]
+
+
 def test_generation_and_scoring_leave_training_mode_alone(tokenizer):
     ours = seqlab_model("seq2seq", tokenizer, batch_size=2)
     ours.model.train()

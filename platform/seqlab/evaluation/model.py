@@ -185,18 +185,22 @@ class SeqlabModel:
                  stop: Sequence[str] = ()) -> list[list[int]]:
         out: list[list[int]] = [[] for _ in requests]
         pad = self.tokenizer.pad_id
-        # One forced-prefix length per batch (generation moves every row in lockstep): group by it first.
+        device = self.device
+        # Rows of similar prefix length together: a longer forced prefix costs the batch one step per token.
         for idx in batches_by_length(requests, self.batch_size, key=lambda r: (len(r.target_prefix), len(r.inputs))):
-            for group in group_by(idx, lambda i: len(requests[i].target_prefix)):
-                inputs, lengths = pad_rows([requests[i].inputs for i in group], pad)
-                prefix = np.array([requests[i].target_prefix for i in group], dtype=np.int64).reshape(len(group), -1)
-                # Asked only when there are stop strings: an architecture need not know the keyword otherwise.
-                check = {"stop": StopStrings(self.decode, stop, len(group), [EOS_ID])} if any(stop) else {}
-                tokens, counts = self.model.generate(torch.from_numpy(inputs).to(self.device),
-                                                     torch.from_numpy(lengths).to(self.device), max_new_tokens,
-                                                     torch.from_numpy(prefix).to(self.device), **check)
-                for i, row in zip(group, strip_eos(tokens.cpu().numpy(), counts.cpu().numpy(), EOS_ID)):
-                    out[i] = row
+            inputs, lengths = pad_rows([requests[i].inputs for i in idx], pad)
+            prefix, prefix_lengths = pad_rows([requests[i].target_prefix for i in idx], pad)
+            if not prefix_lengths.any():  # pad_rows keeps one column; no prefix is (B, 0)
+                prefix = prefix[:, :0]
+            # Asked only when they are needed: an architecture need not know the keywords otherwise.
+            extra = {"stop": StopStrings(self.decode, stop, len(idx), [EOS_ID])} if any(stop) else {}
+            if prefix_lengths.min() != prefix_lengths.max():
+                extra["prefix_lengths"] = torch.from_numpy(prefix_lengths).to(device)
+            tokens, counts = self.model.generate(torch.from_numpy(inputs).to(device),
+                                                 torch.from_numpy(lengths).to(device), max_new_tokens,
+                                                 torch.from_numpy(prefix).to(device), **extra)
+            for i, row in zip(idx, strip_eos(tokens.cpu().numpy(), counts.cpu().numpy(), EOS_ID)):
+                out[i] = row
         return out
 
 

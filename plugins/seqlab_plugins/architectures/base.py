@@ -43,10 +43,10 @@ class LanguageModel(nn.Module):
         return label_scores(self.batch_hidden(batch), self.head, batch["labels"], self.cfg.loss_chunk_size)
 
     def generate(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
-                 target_prefix: torch.Tensor | None = None,
-                 stop: StopCheck | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 target_prefix: torch.Tensor | None = None, stop: StopCheck | None = None,
+                 prefix_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy continuation (B, N) and its lengths (B,); rows `stop` declares done end early."""
-        return greedy(self, input_ids, input_lengths, max_new_tokens, target_prefix, stop)
+        return greedy(self, input_ids, input_lengths, max_new_tokens, target_prefix, stop, prefix_lengths)
 
     def export_hf(self, tokenizer: Tokenizer, out_dir: str | Path, source: str) -> Path:
         """Write this model in its Hugging Face layout (hf_layout), with a tokenizer transformers can load."""

@@ -4,9 +4,10 @@ over prompts of different lengths, with a key/value cache.
 The loop here is generic: a model provides `decode_steps(...)`, a `DecodeSteps` that turns the last step's
 tokens into the next logits (each architecture's package holds its own, with its cache layout).
 
-Every row generates in lockstep, one token per step. A row that emits EOS, or that a `stop` check declares
-done, keeps that token and is padded from then on; the batch stops when every row is done or after
-max_new_tokens. `use_cache=False` recomputes the whole sequence every step through the models' training-path
+Every row generates in lockstep, one token per step; rows whose forced target prefix is longer than the
+batch's shortest are fed the rest of it first, one token per step. A row that emits EOS, or that a `stop`
+check declares done, keeps that token and is padded from then on; the batch stops when every row is done or
+after max_new_tokens. `use_cache=False` recomputes the whole sequence every step through the models' training-path
 forward: the reference the cached path must match.
 """
 from __future__ import annotations
@@ -113,12 +114,15 @@ def append_rows(ids: torch.Tensor, lengths: torch.Tensor, suffix: torch.Tensor) 
 @torch.inference_mode()
 def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Tensor, cfg: GenerationConfig,
              generator: torch.Generator | None = None, target_prefix: torch.Tensor | None = None,
-             stop: StopCheck | None = None) -> Generated:
+             stop: StopCheck | None = None, prefix_lengths: torch.Tensor | None = None) -> Generated:
     """Continue right-padded prompts input_ids (B, W) of input_lengths (B,) tokens each.
 
     seq2seq: the prompts are the encoder input. decoder-only: the prompts are the prefix. target_prefix (B, P),
-    one length for every row, is forced at the start of the output and not returned: the decoder (or, for a
-    decoder-only model, the causal part) starts from it, e.g. the prompt again in AlexaTM's denoising mode.
+    right-padded to prefix_lengths (B,) tokens (None: all P), is forced at the start of the output and not
+    returned: the decoder (or, for a decoder-only model, the causal part) starts from it, e.g. the prompt again
+    in AlexaTM's denoising mode. Prefixes of different lengths batch together: the shortest is fed at once and
+    every longer row is fed the rest of its own prefix one token per step (forced decoding) while the others
+    generate, so each row sees exactly its own tokens at its own positions.
     `stop`, when given, is called after every step with the new tokens so far (B, n), padding after done rows;
     a row it returns True for is done like a row that emitted EOS, the token just generated kept. The model
     runs in eval mode (dropout would make cached and uncached decoding differ) and is put back as it was.
@@ -129,43 +133,62 @@ def generate(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Ten
     if not bool(((input_lengths >= 1) & (input_lengths <= input_ids.shape[1])).all()):
         raise ValueError(f"input_lengths must be in [1, {input_ids.shape[1]}]; got {input_lengths.tolist()}")
     input_ids = input_ids[:, : int(input_lengths.max())]  # all-padding columns would only cost positions
-    if target_prefix is not None and (target_prefix.dim() != 2 or target_prefix.shape[0] != input_ids.shape[0]):
-        raise ValueError(f"target_prefix must be (B, P) with B={input_ids.shape[0]}; got {tuple(target_prefix.shape)}")
+    B = input_ids.shape[0]
+    target_prefix = no_prefix(input_ids) if target_prefix is None else target_prefix
+    if target_prefix.dim() != 2 or target_prefix.shape[0] != B:
+        raise ValueError(f"target_prefix must be (B, P) with B={B}; got {tuple(target_prefix.shape)}")
+    P = target_prefix.shape[1]
+    if prefix_lengths is None:
+        prefix_lengths = torch.full_like(input_lengths, P)
+    if prefix_lengths.shape != (B,) or not bool(((prefix_lengths >= 0) & (prefix_lengths <= P)).all()):
+        raise ValueError(f"prefix_lengths must be (B,) in [0, {P}]; got {prefix_lengths.tolist()}")
     if cfg.do_sample and generator is None and cfg.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(cfg.seed)
+    shortest = int(prefix_lengths.min()) if B else 0
+    forced = prefix_lengths - shortest  # (B,): prefix tokens each row is fed step by step
+    extra = P - shortest if B else 0  # the steps the longest prefix adds
     was_training = model.training
     model.eval()
     try:
         if not hasattr(model, "decode_steps"):
             raise ConfigError(f"{type(model).__name__} cannot generate: it provides no decode_steps method")
-        steps: DecodeSteps = model.decode_steps(input_ids, input_lengths, cfg.max_new_tokens, cfg.use_cache,
-                                                target_prefix)
+        steps: DecodeSteps = model.decode_steps(input_ids, input_lengths, cfg.max_new_tokens + extra, cfg.use_cache,
+                                                target_prefix[:, :shortest])
+        rows = torch.arange(B, device=input_ids.device)
+        out = input_ids.new_full((B, cfg.max_new_tokens), cfg.pad_id)  # (B, N)
         done = torch.zeros_like(input_lengths, dtype=torch.bool)  # (B,)
         lengths = torch.zeros_like(input_lengths)
-        out: list[torch.Tensor] = []
         new = None
-        for _ in range(cfg.max_new_tokens):
+        for step in range(cfg.max_new_tokens + extra):
             # A finished row still runs (the batch moves in lockstep) on its own choices, which are always in
             # the vocabulary, unlike pad_id may be; only the output gets the padding.
-            new = choose(steps(new), cfg, generator)  # (B,)
-            out.append(new.masked_fill(done, cfg.pad_id))
-            lengths += ~done
+            chosen = choose(steps(new), cfg, generator)  # (B,)
+            feeding = step < forced  # (B,): still reading its prefix, so this step's choice is discarded
+            if extra:
+                new = torch.where(feeding, target_prefix[:, min(shortest + step, P - 1)], chosen)
+            else:
+                new = chosen
+            writing = ~feeding & ~done
+            col = lengths.clamp_max(cfg.max_new_tokens - 1)
+            out[rows, col] = torch.where(writing, chosen, out[rows, col])
+            lengths += writing
             if cfg.eos_id is not None:
-                done |= new == cfg.eos_id
+                done |= writing & (chosen == cfg.eos_id)
+            done |= lengths >= cfg.max_new_tokens
             if stop is not None:
-                done |= stop(torch.stack(out, dim=1)).to(done.device)
-            # Without EOS or stop check no row ends early: no need to wait for the device every step.
-            if (cfg.eos_id is not None or stop is not None) and bool(done.all()):
+                done |= stop(out[:, : int(lengths.max())]).to(done.device) & ~feeding
+            # Without EOS, stop check or ragged prefixes no row ends early: no need to wait for the device.
+            if (cfg.eos_id is not None or stop is not None or extra) and bool(done.all()):
                 break
-        return Generated(torch.stack(out, dim=1), lengths)
+        return Generated(out[:, : int(lengths.max()) if B else 0], lengths)
     finally:
         model.train(was_training)
 
 
 def greedy(model: nn.Module, input_ids: torch.Tensor, input_lengths: torch.Tensor, max_new_tokens: int,
-           target_prefix: torch.Tensor | None = None,
-           stop: StopCheck | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           target_prefix: torch.Tensor | None = None, stop: StopCheck | None = None,
+           prefix_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The architectures' `generate`: greedy decoding, the paper's in every few-shot evaluation."""
     out = generate(model, input_ids, input_lengths, GenerationConfig(max_new_tokens=max_new_tokens),
-                   target_prefix=target_prefix, stop=stop)
+                   target_prefix=target_prefix, stop=stop, prefix_lengths=prefix_lengths)
     return out.tokens, out.lengths
