@@ -2,8 +2,10 @@
 
 Both model kinds see a request as SeqlabModel's architectures do: a seq2seq model encodes `inputs` and decodes
 `[decoder start] + target_prefix + continuation`; a causal LM reads `inputs + target_prefix + continuation` and
-each continuation token is predicted from everything before it. Batches are right-padded, which leaves every
-real token's position and attention unchanged, so batched scoring equals scoring one by one.
+each continuation token is predicted from everything before it. Scoring batches are right-padded, which leaves
+every real token's position and attention unchanged, so batched scoring equals scoring one by one. Causal
+generation batches prompts of any length left-padded (transformers numbers positions by the attention mask);
+seq2seq generation batches rows of one forced-prefix length.
 """
 from __future__ import annotations
 
@@ -175,9 +177,9 @@ class HFModel:
 
         def group_of(r: TokenRequest) -> int:
             # seq2seq: one forced-prefix length per batch, as the decoder inputs are stacked, not padded.
-            # Causal: equal prompt lengths need no padding, so every row keeps its positions (GPT-2 and others
-            # number positions from 0 whatever the attention mask says).
-            return len(r.target_prefix) if self.encoder_decoder else len(r.inputs) + len(r.target_prefix)
+            # Causal: prompts of any length together, left-padded (generate numbers each row's positions from
+            # its first real token, by the attention mask).
+            return len(r.target_prefix) if self.encoder_decoder else 0
 
         for idx in batches_by_length(requests, self.batch_size, key=lambda r: (group_of(r), len(r.inputs))):
             for group in group_by(idx, lambda i: group_of(requests[i])):
@@ -190,9 +192,10 @@ class HFModel:
                     kwargs = {"input_ids": self._tensor(inputs), "attention_mask": self._tensor(_mask(lengths)),
                               "decoder_input_ids": self._tensor(decoder)}
                 else:
-                    prompt = np.array([r.inputs + r.target_prefix for r in reqs], dtype=np.int64)
+                    prompt, lengths = pad_rows([(r.inputs + r.target_prefix)[::-1] for r in reqs], self.pad_id)
+                    prompt, mask = prompt[:, ::-1].copy(), _mask(lengths)[:, ::-1].copy()  # left-padded
                     start = prompt.shape[1]
-                    kwargs = {"input_ids": self._tensor(prompt), "attention_mask": self._tensor(np.ones_like(prompt))}
+                    kwargs = {"input_ids": self._tensor(prompt), "attention_mask": self._tensor(mask)}
                 criteria = StoppingCriteriaList([_NewTokensStop(check, start)] if check is not None else [])
                 tokens = self.model.generate(**kwargs, generation_config=self._greedy(max_new_tokens),
                                              stopping_criteria=criteria)[:, start:]
