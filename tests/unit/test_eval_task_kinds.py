@@ -275,6 +275,12 @@ def test_verbalisers_given_in_config_replace_the_default_ones():
     (cfg,) = resolve_tasks([{"preset": "superglue_cb", "verbalizers": {"entailment": "yes", "contradiction": "no",
                                                                        "neutral": "maybe"}}]).values()
     assert list(cfg.verbalizers.values()) == ["yes", "no", "maybe"]
+    # Keys as the command line parses them: numbers and booleans are the labels data files write.
+    (cfg,) = resolve_tasks([{"name": "pair_classification", "path": "x.jsonl",
+                             "verbalizers": {0: "no", 1: "yes"}}]).values()
+    assert cfg.verbalizers == {"0": "no", "1": "yes"}
+    (cfg,) = resolve_tasks([{"preset": "superglue_boolq", "verbalizers": {False: "No", True: "Yes"}}]).values()
+    assert cfg.verbalizers == {"false": "No", "true": "Yes"}
 
 
 def test_pair_classification_reads_sib200_as_the_sib200_reader_does(shared_data):

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import ConfigError, DataError
+from seqlab.evaluation.records import label_key
 from seqlab.registry import EVAL_TASKS
 
 
@@ -137,6 +138,13 @@ def typed_fields(config: type, fields: dict[str, Any], where: str) -> dict[str, 
     """`fields` converted to the types `config` declares ("0" -> 0, as on the command line); a value that does not
     convert is a ConfigError naming its key, not a TypeError from inside the config's checks. A mapping (label
     verbalisers) replaces the default's, so a two-label set does not inherit a third label."""
+    # Mapping keys as label values are written in data ({0: True} on the command line is the label "0").
+    fields = {k: {label_key(a): b for a, b in v.items()} if isinstance(v, Mapping) else v for k, v in fields.items()}
+    for key, value in fields.items():
+        flag = next((a for a, b in value.items() if isinstance(b, bool)), None) if isinstance(value, Mapping) else None
+        if flag is not None:  # it would become the words "True"/"False", not what was typed
+            raise ConfigError(f"{where}.{key}.{flag}={value[flag]}: a boolean where words are expected (YAML reads "
+                              f"yes/no/on/off as booleans); quote them, e.g. {{{flag}: \"yes\"}}")
     try:
         base = OmegaConf.structured(config)
         for key, value in fields.items():
