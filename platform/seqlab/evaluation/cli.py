@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -34,6 +35,8 @@ Evaluate a model on eval tasks with the paper's protocol (greedy decoding, ranki
   limit=N             at most N examples per task
   batch_size=N        requests per model call (default 16)
   device=cpu|cuda     (default cpu)
+  threads=N           CPU threads for the model (default: torch's, one per core); on cores shared with other
+                      jobs give the number you own: oversubscribed threads wait on each other
   tokenizer=PATH      the checkpoint's tokenizer, if not where its run had it
   allow_causal_export=true   accept hf= exports of prefix-LM models, which attend causally (another model)
   output_dir=DIR      scores.json and TASK.predictions.jsonl (default: RUN/eval/stepN, or evals/NAME for hf)
@@ -48,6 +51,7 @@ class EvalCommandConfig(EvalConfig):
     tokenizer: Optional[str] = None
     allow_causal_export: bool = False
     device: str = "cpu"
+    threads: Optional[int] = None  # torch's intra-op threads; None: torch's default (the machine's cores)
     output_dir: Optional[str] = None
     plugins_dir: Optional[str] = None
 
@@ -56,6 +60,8 @@ class EvalCommandConfig(EvalConfig):
         if (self.checkpoint is None) == (self.hf is None):
             raise ConfigError(f"give exactly one of checkpoint=PATH or hf=PATH (got checkpoint={self.checkpoint}, "
                               f"hf={self.hf})")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads}: must be >= 1 (or left out: one per core)")
         if not self.tasks:
             raise ConfigError("tasks: no eval tasks; e.g. tasks=[flores_de_en,sib200_en] (see `seqlab plugins`)")
 
@@ -96,6 +102,8 @@ def eval_command(argv: Sequence[str]) -> int:
         return 0
     cfg = parse(argv)
     load_plugins(cfg.plugins_dir)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     tasks = resolve_tasks(cfg.tasks)
     model, out_dir = load_eval_model(cfg)
     results = evaluate(model, tasks, out_dir, data_root=cfg.data_root, limit=cfg.limit,

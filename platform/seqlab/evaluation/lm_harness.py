@@ -55,9 +55,13 @@ class SeqlabLM(TemplateLM):
 
     def __init__(self, checkpoint: str | None = None, mode: str = "clm", batch_size: int | str = 16,
                  device: str = "cpu", tokenizer: str | None = None, max_gen_toks: int = 256,
-                 mode_token: bool | str = True, model: SeqlabModel | None = None, **_: Any):
+                 mode_token: bool | str = True, model: SeqlabModel | None = None, threads: int | str | None = None,
+                 **_: Any):
         super().__init__()
         require(mode in MODE_TOKENS, "model_args mode", mode, f"must be one of {', '.join(MODE_TOKENS)}")
+        if threads is not None:
+            require(str(threads).isdigit() and int(threads) >= 1, "model_args threads", threads, "must be >= 1")
+            torch.set_num_threads(int(threads))  # see `seqlab eval threads=`: shared cores want fewer
         if (checkpoint is None) == (model is None):
             raise ConfigError("seqlab lm-eval model: give model_args checkpoint=PATH (a .ckpt of `seqlab train`)")
         batch = 16 if str(batch_size).startswith("auto") else int(batch_size)  # no automatic batch sizing
