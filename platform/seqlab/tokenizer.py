@@ -130,6 +130,11 @@ class Tokenizer:
             raise KeyError(f"{name!r} is not in the vocabulary of {self.path}")
         return idx
 
+    def normalize(self, texts: list[str]) -> list[str]:
+        """Each text as the model's normalizer rewrites it before segmenting (with "▁" for spaces and its
+        dummy prefix): what an exported tokenizer must reproduce."""
+        return self._sp.normalize(texts)
+
     def encode(self, texts: list[str], num_threads: int = -1) -> list[list[int]]:
         """Token ids for each text (batched in C++ over `num_threads`, -1 = all cores; no special tokens)."""
         return self._sp.encode(texts, out_type=int, num_threads=num_threads)

@@ -1,6 +1,7 @@
 """Export to Hugging Face layouts: the exported MBart / GPT-2 give our logits, the tokenizer gives our ids."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from seqlab.experiment import resource_path  # noqa: E402
 from seqlab.tokenizer import BOS_ID, EOS_ID, MODE_TOKENS, PAD_ID, UNK_ID, Tokenizer  # noqa: E402
 from seqlab_plugins.architectures.attention import prefix_lm_mask  # noqa: E402
 from seqlab_plugins.architectures.decoder_only import DecoderOnly, DecoderOnlyConfig  # noqa: E402
-from seqlab_plugins.architectures.export import export_model, to_hf_tokenizer  # noqa: E402
+from seqlab_plugins.architectures.export import export_model  # noqa: E402
+from seqlab_plugins.architectures.hf_tokenizer import to_hf_tokenizer  # noqa: E402
 from seqlab_plugins.architectures.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -117,3 +119,20 @@ def test_tokenizer_encodes_our_ids(tmp_path, request, embedded_corpus_dir, which
     prompt = hf("[S2S] Guten Morgen [SENT_0] zusammen")["input_ids"]
     assert prompt == [ours.token_id("[S2S]"), *ours.encode(["Guten Morgen"])[0], ours.token_id("[SENT_0]"),
                       *ours.encode(["zusammen"])[0]]
+
+
+def test_tokenizer_composes_vowel_signs_as_sentencepiece_does(tmp_path, shared_data):
+    # Tamil/Telugu vowel signs typed as two marks (ெ + ா for ொ) and Marathi र + nukta: SentencePiece's
+    # normalizer composes them by longest match, which tokenizers' per-grapheme lookup alone does not.
+    ours = Tokenizer(resource_path("tokenizer/embedded.model"))
+    to_hf_tokenizer(ours, model_max_length=MAX_POSITIONS).save_pretrained(tmp_path)
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    texts = [line for stem in ("tam", "tel", "mar") for split in ("dev", "devtest")
+             for line in (shared_data / "flores200" / split / f"{stem}.{split}").read_text(encoding="utf-8").splitlines()]
+    for split in ("test", "val"):
+        for line in (shared_data / "xcopa" / "data" / "ta" / f"{split}.ta.jsonl").read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            texts += [item["premise"], item["choice1"], item["choice2"]]
+    assert sum("\u0bc6\u0bbe" in t or "\u0930\u093c" in t for t in texts) >= 5  # the cases are there
+    assert hf(texts)["input_ids"] == ours.encode(texts)
+    assert hf(["\u0b95\u0bc6\u0bbe"])["input_ids"] == ours.encode(["\u0b95\u0bca"])  # கொ typed in two signs

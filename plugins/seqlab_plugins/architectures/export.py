@@ -3,8 +3,7 @@
 An architecture's package says which transformers model its config maps to and how each of its weights maps
 to that model's (`HFLayout`, a list of `WeightMap`s that run both ways). Export writes every target weight
 with strict loading, so a layout change in transformers fails loudly; import (warm starts) reads the same
-mapping backwards. The tokenizer is a `tokenizers` Unigram model built from the SentencePiece proto by
-transformers' own converter (normalizer charsmap, whitespace rules, byte fallback).
+mapping backwards. The tokenizer is written by `hf_tokenizer.to_hf_tokenizer`.
 """
 from __future__ import annotations
 
@@ -13,17 +12,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from sentencepiece import sentencepiece_model_pb2
 from torch import nn
 
 from seqlab.checkpoints import load_model
 from seqlab.errors import ConfigError, SeqlabError
 from seqlab.interfaces import capability
 from seqlab.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from seqlab_plugins.architectures.hf_tokenizer import to_hf_tokenizer
 
 try:
-    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import SpmConverter
+    from transformers import PretrainedConfig, PreTrainedModel
 except ModuleNotFoundError as err:
     raise SeqlabError("exporting to Hugging Face layouts needs the transformers package: "
                       "pip install 'transformers==5.24.0'") from err
@@ -159,28 +157,6 @@ def to_hf_model(model: nn.Module) -> PreTrainedModel:
     with torch.no_grad():
         hf.load_state_dict(hf_state(model, layout), strict=True)
     return hf.eval()
-
-
-def to_hf_tokenizer(tokenizer: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
-    """Our SentencePiece model as a fast tokenizer that encodes text to the same ids.
-
-    Like our Tokenizer it adds no special tokens around the text (objectives decide those). Unlike it, the
-    control symbols ([CLM], [S2S], [SENT_i], ...) are special tokens, so writing "[S2S]" in the text gives that
-    token's id; the text between them is encoded exactly as SentencePiece encodes each piece alone.
-    """
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(tokenizer.path.read_bytes())
-    pieces = [p.piece for p in proto.pieces]
-    # legacy=True gives every chunk between special tokens its own dummy prefix, as encoding it alone would.
-    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, [(p.piece, p.score) for p in proto.pieces],
-                                                          legacy=True)
-    named = {PAD_ID, EOS_ID, BOS_ID, UNK_ID}
-    control = [p.piece for i, p in enumerate(proto.pieces)
-               if p.type == sentencepiece_model_pb2.ModelProto.SentencePiece.CONTROL and i not in named]
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=pieces[PAD_ID], eos_token=pieces[EOS_ID], bos_token=pieces[BOS_ID],
-        unk_token=pieces[UNK_ID], extra_special_tokens=control, model_max_length=model_max_length,
-    )
 
 
 def export_model(model: nn.Module, tokenizer: Tokenizer, out_dir: str | Path,
