@@ -129,7 +129,7 @@ def test_a_template_naming_a_missing_field_names_the_key_and_the_fields(flores, 
     message = str(err.value)
     assert f"task.{key}='Sentence: {{text}};'" in message
     assert "no field 'text'" in message
-    assert "available: {source}, {target}, {target_language}" in message
+    assert "available: {id}, {source}, {target}, {target_language}" in message
 
 
 def test_a_malformed_template_is_a_config_error(flores):
@@ -298,7 +298,7 @@ def test_resolve_tasks_refuses_bad_entries():
         resolve_tasks([{"preset": "flores_de_en", "shot": 0, "bogus": 1}])
     with pytest.raises(ConfigError, match=r"eval.tasks\[0\]=.*needs `preset: NAME` or `name: PLUGIN`"):
         resolve_tasks([{"source": "de"}])
-    with pytest.raises(ConfigError, match=r"task.source='xx': must be one of ar, de"):
+    with pytest.raises(ConfigError, match=r"task.source='xx': has no FLORES file stem: add it to task.file_stems"):
         resolve_tasks([{"name": "translation", "source": "xx"}])
     with pytest.raises(PluginError) as err:
         resolve_tasks(["flores_xx_en"])

@@ -298,3 +298,53 @@ def test_pair_classification_reads_sib200_as_the_sib200_reader_does(shared_data)
     assert len(ours) == len(theirs) == 204
     assert [(e.id, e.prompt, e.candidates, e.label) for e in ours] == \
         [(e.id, e.prompt, e.candidates, e.label) for e in theirs]
+
+
+# --- translation beyond FLORES' folder and 12 languages -----------------------------------------------------
+
+def test_translation_reads_a_pairs_file_in_any_language(tmp_path):
+    write_lines(tmp_path / "tatoeba.tsv", ["1\tGuten Morgen.\t2\tBonjour.", "3\tDanke.\t4\tMerci.",
+                                          "5\tTschüss.\t6\tSalut."])
+    (cfg,) = resolve_tasks([{"name": "translation", "dataset": "pairs", "path": "tatoeba.tsv", "source": "de",
+                             "target": "fr", "columns": ["id", "source", "target_id", "target"]}]).values()
+    examples = EVAL_TASKS.build(cfg).examples(tmp_path)
+    assert EVAL_TASKS.build(cfg).label == "tatoeba_de_fr"
+    assert [(ex.id, ex.reference) for ex in examples] == [("1", "Bonjour."), ("3", "Merci."), ("5", "Salut.")]
+    for ex in examples:  # one shot from the file's other pairs, never the item itself
+        shot, query = ex.prompt.split("; Sentence: ")
+        assert shot.startswith("Sentence: ") and ex.fields["source"] not in shot
+        assert query == f"{ex.fields['source']}; Translation in French:"
+    write_jsonl(tmp_path / "sw.jsonl", [{"en": "Water.", "sw": "Maji."}, {"en": "Fire.", "sw": "Moto."}])
+    (cfg,) = resolve_tasks([{"name": "translation", "dataset": "pairs", "path": "sw.jsonl", "source": "en",
+                             "target": "sw", "source_field": "en", "target_field": "sw", "target_language": "Swahili",
+                             "shots": 0}]).values()
+    assert [ex.prompt for ex in EVAL_TASKS.build(cfg).examples(tmp_path)] == [
+        "Sentence: Water.; Translation in Swahili:", "Sentence: Fire.; Translation in Swahili:"]
+
+
+def test_translation_reads_other_flores_languages_by_their_file_stem(tmp_path):
+    for split in ("dev", "devtest"):
+        write_lines(tmp_path / "flores200" / split / f"eng.{split}", [f"One {split}.", f"Two {split}."])
+        write_lines(tmp_path / "flores200" / split / f"swh_Latn.{split}", [f"Moja {split}.", f"Mbili {split}."])
+    (cfg,) = resolve_tasks([{"name": "translation", "source": "en", "target": "sw", "target_language": "Swahili",
+                             "file_stems": {"sw": "swh_Latn"}}]).values()
+    examples = EVAL_TASKS.build(cfg).examples(tmp_path)
+    assert [ex.reference for ex in examples] == ["Moja devtest.", "Mbili devtest."]
+    assert examples[0].prompt.endswith("Sentence: One devtest.; Translation in Swahili:")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"target": "sw", "file_stems": {"sw": "swh_Latn"}}, "task.target_language=None: is needed for target 'sw'"),
+    ({"source": "deu"}, "task.source='deu': must be a two-letter ISO 639-1 code"),
+    ({"dataset": "tatoeba"}, "task.dataset='tatoeba': must be one of flores, pairs"),
+])
+def test_bad_translation_settings_are_config_errors(fields, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_tasks([{"name": "translation", **fields}])
+
+
+def test_a_pairs_file_without_its_fields_names_file_and_line(tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", [{"source": "a", "target": "b"}, {"source": "c"}])
+    (cfg,) = resolve_tasks([{"name": "translation", "dataset": "pairs", "path": "pairs.jsonl"}]).values()
+    with pytest.raises(DataError, match=r"pairs\.jsonl line 2: no field 'target'"):
+        EVAL_TASKS.build(cfg).examples(tmp_path)

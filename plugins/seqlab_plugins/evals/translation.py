@@ -1,18 +1,23 @@
-"""`translation`: k-shot machine translation on FLORES-200 (the paper's 1-shot MT benchmark), chrF++ and BLEU.
+"""`translation`: k-shot machine translation, chrF++ and BLEU: FLORES-200 (the paper's 1-shot MT benchmark),
+or any file of sentence pairs (Tatoeba, NTREX, your own).
 
-Shots come from the dev split and test sentences from devtest, so no test sentence is ever a shot. FLORES is
-sentence-aligned: line i of every language's file is the same sentence.
+FLORES (`dataset: flores`): shots come from the dev split and test sentences from devtest, so no test sentence
+is ever a shot; line i of every language's file is the same sentence. Languages are ISO 639-1 codes: the
+paper's 12 are known, others name their file stem in `file_stems` ({sw: swh_Latn}) and their prompt name in
+`target_language`. Pairs (`dataset: pairs`): one .jsonl or .tsv file (a header row, or `columns`) with a source
+and a target field per item; shots come from `shot_path`, or from the file's other items.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from seqlab.config import EvalTaskConfig
 from seqlab.errors import DataError, require
 from seqlab.evaluation.aggregates import CHRF, bleu_aggregate
-from seqlab.evaluation.tasks import Example, data_path, shot_prompts
+from seqlab.evaluation.records import read_records, require_fields
+from seqlab.evaluation.tasks import Example, data_path, items_and_shot_pool, shot_prompts
 from seqlab.registry import EVAL_TASKS
 from seqlab_plugins.evals.metrics import bleu_stats, bleu_tokenizer, chrf_pp_stats
 
@@ -24,15 +29,26 @@ LANGUAGES = {
 }
 LAYOUT = "FLORES-200: dev/{code}.dev and devtest/{code}.devtest, one sentence per line, with 3-letter codes " \
          "(eng, deu, jpn, ...)"
+PAIRS_LAYOUT = ("a .jsonl file (one object per line) or a .tsv file (a header row, or task.columns) with the "
+                "source and target fields (task.source_field, task.target_field)")
+DATASETS = ("flores", "pairs")
 
 
 @dataclass
 class TranslationConfig(EvalTaskConfig):
-    path: str = "flores200"
-    source: str = "de"
+    dataset: str = "flores"  # flores | pairs
+    path: str = "flores200"  # flores: the folder; pairs: the test file
+    source: str = "de"  # ISO 639-1 codes
     target: str = "en"
-    shot_split: str = "dev"
-    test_split: str = "devtest"
+    target_language: Optional[str] = None  # the target's name in the prompt; None: a known code's English name
+    shot_split: str = "dev"  # flores
+    test_split: str = "devtest"  # flores
+    file_stems: Dict[str, str] = field(default_factory=dict)  # flores: code -> file stem, for other languages
+    shot_path: Optional[str] = None  # pairs: where shots come from; None: other items of the test file
+    source_field: str = "source"  # pairs
+    target_field: str = "target"  # pairs
+    id_field: str = "id"  # pairs: an item without it is named by its line number
+    columns: Optional[List[str]] = None  # pairs: a headerless TSV's column names
     shot_template: str = "Sentence: {source}; Translation in {target_language}: {target}"
     query_template: str = "Sentence: {source}; Translation in {target_language}:"
     stop: List[str] = field(default_factory=lambda: [";"])  # the separator ends a translation
@@ -41,16 +57,23 @@ class TranslationConfig(EvalTaskConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.dataset in DATASETS, "task.dataset", self.dataset, f"must be one of {', '.join(DATASETS)}")
         for key in ("source", "target"):
-            require(getattr(self, key) in LANGUAGES, f"task.{key}", getattr(self, key),
-                    f"must be one of {', '.join(LANGUAGES)}")
+            code = getattr(self, key)
+            require(len(code) == 2 and code.isalpha() and code.islower(), f"task.{key}", code,
+                    f"must be a two-letter ISO 639-1 code (known: {', '.join(LANGUAGES)})")
+            if self.dataset == "flores":
+                require(code in LANGUAGES or code in self.file_stems, f"task.{key}", code,
+                        f"has no FLORES file stem: add it to task.file_stems, e.g. {{{code}: swh_Latn}}")
+        require(self.target in LANGUAGES or self.target_language is not None, "task.target_language", None,
+                f"is needed for target {self.target!r}: its name in the prompt")
         require(self.source != self.target, "task.target", self.target, "must differ from task.source")
         require(self.max_new_tokens >= 1, "task.max_new_tokens", self.max_new_tokens, "must be >= 1")
         bleu_tokenizer(self.target, self.bleu_tokenize)  # an unknown tokenizer fails now, not after decoding
 
 
-def read_lines(folder: Path, split: str, lang: str) -> list[str]:
-    path = folder / split / f"{LANGUAGES[lang][0]}.{split}"
+def read_lines(folder: Path, split: str, stem: str) -> list[str]:
+    path = folder / split / f"{stem}.{split}"
     if not path.is_file():
         raise DataError(f"eval data not found at {path}; expected layout: {LAYOUT}")
     return path.read_text(encoding="utf-8").splitlines()
@@ -62,27 +85,43 @@ class Translation:
 
     def __init__(self, cfg: TranslationConfig):
         self.cfg = cfg
-        self.label = f"flores_{cfg.source}_{cfg.target}"
+        name = "flores" if cfg.dataset == "flores" else Path(cfg.path).stem
+        self.label = f"{name}_{cfg.source}_{cfg.target}"
+        self.language = cfg.target_language or LANGUAGES[cfg.target][1]
         self.max_new_tokens = cfg.max_new_tokens
         self.stop = list(cfg.stop)
 
-    def _pairs(self, folder: Path, split: str) -> list[dict[str, str]]:
-        src = read_lines(folder, split, self.cfg.source)
-        tgt = read_lines(folder, split, self.cfg.target)
+    def _stem(self, code: str) -> str:
+        return self.cfg.file_stems.get(code) or LANGUAGES[code][0]
+
+    def _flores(self, folder: Path, split: str) -> list[dict[str, Any]]:
+        src = read_lines(folder, split, self._stem(self.cfg.source))
+        tgt = read_lines(folder, split, self._stem(self.cfg.target))
         if len(src) != len(tgt):
             raise DataError(f"{folder / split}: {self.cfg.source} has {len(src)} lines and {self.cfg.target} "
                             f"{len(tgt)}; FLORES files of one split must be line-aligned")
-        name = LANGUAGES[self.cfg.target][1]
-        return [{"source": s, "target": t, "target_language": name} for s, t in zip(src, tgt)]
+        return [{"id": f"{split}:{i}", "source": s, "target": t, "target_language": self.language}
+                for i, (s, t) in enumerate(zip(src, tgt))]
+
+    def _file(self, path: Path) -> list[dict[str, Any]]:
+        cfg, items = self.cfg, []
+        for line, raw in read_records(path, PAIRS_LAYOUT, cfg.columns):
+            require_fields(path, line, raw, [cfg.source_field, cfg.target_field],
+                           "task.source_field or task.target_field")
+            items.append({**raw, "id": str(raw.get(cfg.id_field, line)), "source": str(raw[cfg.source_field]),
+                          "target": str(raw[cfg.target_field]), "target_language": self.language})
+        return items
 
     def examples(self, data_root: Path | None) -> list[Example]:
-        folder = data_path(self.cfg.path, data_root, LAYOUT)
-        pool = self._pairs(folder, self.cfg.shot_split) if self.cfg.shots else []
-        test = self._pairs(folder, self.cfg.test_split)
-        same_split = self.cfg.shot_split == self.cfg.test_split  # then an item must not be its own shot
-        return [Example(id=f"{self.cfg.test_split}:{i}", prompt=prompt, reference=item["target"],
-                        fields={"source": item["source"]})
-                for i, (item, prompt) in enumerate(zip(test, shot_prompts(self.cfg, test, pool, same_split)))]
+        if self.cfg.dataset == "pairs":
+            test, pool, same_pool = items_and_shot_pool(self.cfg, data_root, PAIRS_LAYOUT, self._file)
+        else:
+            folder = data_path(self.cfg.path, data_root, LAYOUT)
+            pool = self._flores(folder, self.cfg.shot_split) if self.cfg.shots else []
+            test = self._flores(folder, self.cfg.test_split)
+            same_pool = self.cfg.shot_split == self.cfg.test_split  # then an item must not be its own shot
+        return [Example(id=item["id"], prompt=prompt, reference=item["target"], fields={"source": item["source"]})
+                for item, prompt in zip(test, shot_prompts(self.cfg, test, pool, same_pool))]
 
     def example_stats(self, examples: Sequence[Example],
                       predictions: Sequence[str]) -> dict[str, tuple[str, list[list[float]]]]:
