@@ -333,7 +333,7 @@ def test_missing_data_names_the_path_and_the_layout(tmp_path):
 
     with pytest.raises(DataError, match=f"eval data not found at {tmp_path / 'xcopa'}; expected layout: XCOPA"):
         task_examples("xcopa_ta", tmp_path)
-    with pytest.raises(DataError, match=f"eval data not found at {tmp_path / 'none.jsonl'}; expected layout: a JSONL"):
+    with pytest.raises(DataError, match=f"eval data not found at {tmp_path / 'none.jsonl'}; expected layout: a .jsonl file"):
         task_examples({"name": "summarization", "path": "none.jsonl"}, tmp_path)
 
 

@@ -1,13 +1,12 @@
 """`summarization`: k-shot abstractive summarisation (the paper's MLSum/XSum protocol), ROUGE-1/2/L.
 
-Users bring the data: JSONL files with a document and a summary per line. ROUGE is computed over the pieces
+Users bring the data: JSONL or TSV files with a document and a summary per item. ROUGE is computed over the pieces
 of one fixed SentencePiece model (the shipped one unless configured), not over whitespace words: ROUGE's usual
 tokenizer keeps only Latin letters and digits, so Hindi or Japanese summaries would all score 0; and one fixed
 model keeps the scores of models with different tokenizers comparable.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,15 +15,16 @@ from typing import List, Optional, Sequence
 from omegaconf import MISSING
 
 from seqlab.config import EvalTaskConfig
-from seqlab.errors import DataError, require
+from seqlab.errors import require
 from seqlab.evaluation.aggregates import RATIO
+from seqlab.evaluation.records import read_records, require_fields
 from seqlab.evaluation.tasks import Example, items_and_shot_pool, shot_prompts
 from seqlab.registry import EVAL_TASKS
 from seqlab.tokenizer import Tokenizer
 from seqlab_plugins.evals.metrics import rouge_f1s
 
-LAYOUT = "a JSONL file, one object per line with the document and summary fields (task.document_field, " \
-         "task.summary_field)"
+LAYOUT = "a .jsonl file (one object per line) or a .tsv file with a header row, holding the document and " \
+         "summary fields (task.document_field, task.summary_field)"
 
 
 @dataclass
@@ -44,26 +44,16 @@ class SummarizationConfig(EvalTaskConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.path not in ("", MISSING), "task.path", self.path, f"must name a JSONL file: {LAYOUT}")
+        require(self.path not in ("", MISSING), "task.path", self.path, f"must name a file: {LAYOUT}")
         require(self.max_new_tokens >= 1, "task.max_new_tokens", self.max_new_tokens, "must be >= 1")
 
 
 def read_pairs(path: Path, document_field: str, summary_field: str) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise DataError(f"eval data not found at {path}; expected layout: {LAYOUT}")
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-            items.append({"document": str(raw[document_field]), "summary": str(raw[summary_field]),
-                          "id": str(raw.get("id", n))})
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DataError(f"{path} line {n}: needs string fields {document_field!r} and {summary_field!r} "
-                            f"({err})") from None
-    if not items:
-        raise DataError(f"{path}: no items; expected {LAYOUT}")
+    for line, raw in read_records(path, LAYOUT, None):
+        require_fields(path, line, raw, [document_field, summary_field], "task.document_field or task.summary_field")
+        items.append({"document": str(raw[document_field]), "summary": str(raw[summary_field]),
+                      "id": str(raw.get("id", line))})
     return items
 
 
