@@ -397,7 +397,11 @@ def eval_root(tmp_path_factory) -> Path:
             "CB": [{"idx": i, "premise": "It rained.", "hypothesis": "It was wet.", "label": label}
                    for i, label in enumerate(("entailment", "contradiction", "neutral"))],
             "RTE": [{"idx": i, "premise": "It rained.", "hypothesis": "It was wet.", "label": label}
-                    for i, label in enumerate(("entailment", "not_entailment"))]}
+                    for i, label in enumerate(("entailment", "not_entailment"))],
+            "WiC": [{"idx": i, "word": "bank", "sentence1": "The river bank.", "sentence2": "The bank lent money.",
+                     "label": bool(i)} for i in range(2)],
+            "COPA": [{"idx": i, "premise": "The man fell.", "choice1": "He slipped.", "choice2": "He sang.",
+                      "question": question, "label": i % 2} for i, question in enumerate(("cause", "effect"))]}
     for task, rows in glue.items():
         for split in ("val", "train"):
             write_jsonl(root / "super_glue" / task / f"{split}.jsonl", rows)

@@ -348,3 +348,12 @@ def test_a_pairs_file_without_its_fields_names_file_and_line(tmp_path):
     (cfg,) = resolve_tasks([{"name": "translation", "dataset": "pairs", "path": "pairs.jsonl"}]).values()
     with pytest.raises(DataError, match=r"pairs\.jsonl line 2: no field 'target'"):
         EVAL_TASKS.build(cfg).examples(tmp_path)
+
+
+def test_superglue_copa_reads_the_official_layout_as_xcopa_items(tmp_path):
+    write_jsonl(tmp_path / "super_glue" / "COPA" / "val.jsonl",
+                [{"idx": 7, "premise": "The man fell.", "choice1": "He slipped.", "choice2": "He sang.",
+                  "question": "cause", "label": 0}])
+    (example,) = EVAL_TASKS.build(EVAL_TASKS.preset("superglue_copa")).examples(tmp_path)
+    assert (example.id, example.prompt, example.candidates, example.label) == \
+        ("7", "The man fell because", ("he slipped.", "he sang."), 0)

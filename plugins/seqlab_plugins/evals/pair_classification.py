@@ -109,3 +109,8 @@ _preset("superglue_rte", "0-shot SuperGLUE RTE; super_glue/RTE/val.jsonl (premis
         path="super_glue/RTE/val.jsonl", shot_path="super_glue/RTE/train.jsonl", id_field="idx",
         verbalizers={"entailment": "True", "not_entailment": "False"}, query_template=RTE,
         shot_template=RTE + " {answer}")
+WIC = ("Sentence 1: {sentence1} Sentence 2: {sentence2} Question: Is the word '{word}' used in the same way in the "
+       "two sentences above? Answer:")
+_preset("superglue_wic", "0-shot SuperGLUE WiC; super_glue/WiC/val.jsonl (word, sentence1, sentence2, label)",
+        path="super_glue/WiC/val.jsonl", shot_path="super_glue/WiC/train.jsonl", id_field="idx",
+        verbalizers={"false": "no", "true": "yes"}, query_template=WIC, shot_template=WIC + " {answer}")

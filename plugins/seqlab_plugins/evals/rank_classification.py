@@ -25,6 +25,8 @@ XCOPA_CONNECTORS = {"en": ("because", "so"), "it": ("perché", "quindi"), "ta": 
 LAYOUTS = {
     "sib200": "SIB-200: data/annotated/{lang_Script}/{split}.tsv (index_id, category, text) and labels.txt",
     "xcopa": "XCOPA: data/{lang}/{split}.{lang}.jsonl with premise, choice1, choice2, question, label",
+    "copa": "SuperGLUE COPA: {split}.jsonl (the official download's COPA/val.jsonl, train.jsonl) with premise, "
+            "choice1, choice2, question, label, in English",
     "jsonl": "a folder with {split}.jsonl, or one .jsonl file (shots then come from its other items), one object "
              "per line with the template's fields, a list of choices and the index of the right one",
 }
@@ -32,7 +34,7 @@ LAYOUTS = {
 
 @dataclass
 class RankClassificationConfig(EvalTaskConfig):
-    dataset: str = "sib200"  # sib200 | xcopa | jsonl
+    dataset: str = "sib200"  # sib200 | xcopa | copa | jsonl
     path: str = "sib200"
     language: str = "en"
     shot_split: str = "train"
@@ -49,7 +51,7 @@ class RankClassificationConfig(EvalTaskConfig):
         if self.dataset == "sib200":
             require(self.language in SIB200_FOLDERS, "task.language", self.language,
                     f"SIB-200 languages here: {', '.join(SIB200_FOLDERS)}")
-        if self.dataset == "xcopa":
+        if self.dataset in ("xcopa", "copa"):
             require(self.language in XCOPA_CONNECTORS, "task.language", self.language,
                     f"XCOPA connectors are known for {', '.join(XCOPA_CONNECTORS)}")
 
@@ -75,8 +77,12 @@ def read_sib200(folder: Path, language: str, split: str) -> list[dict[str, Any]]
     return items
 
 
-def read_xcopa(folder: Path, language: str, split: str) -> list[dict[str, Any]]:
-    path = _file(folder / "data" / language / f"{split}.{language}.jsonl", LAYOUTS["xcopa"])
+def read_xcopa(folder: Path, language: str, split: str, layout: str = "xcopa") -> list[dict[str, Any]]:
+    """XCOPA's items, or (layout copa) SuperGLUE COPA's: the same fields, in one folder of splits."""
+    if layout == "copa":
+        path = _file(folder / f"{split}.jsonl", LAYOUTS["copa"])
+    else:
+        path = _file(folder / "data" / language / f"{split}.{language}.jsonl", LAYOUTS["xcopa"])
     cause, effect = XCOPA_CONNECTORS[language]
     items = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -127,8 +133,8 @@ class RankClassification:
     def _read(self, folder: Path, split: str) -> list[dict[str, Any]]:
         if self.cfg.dataset == "sib200":
             return read_sib200(folder, self.cfg.language, split)
-        if self.cfg.dataset == "xcopa":
-            return read_xcopa(folder, self.cfg.language, split)
+        if self.cfg.dataset in ("xcopa", "copa"):
+            return read_xcopa(folder, self.cfg.language, split, self.cfg.dataset)
         return read_jsonl(folder, split, self.cfg.choices_field, self.cfg.label_field)
 
     def examples(self, data_root: Path | None) -> list[Example]:
@@ -158,3 +164,9 @@ for _lang in ("it", "ta"):
                                  shot_split="val", shot_template="{premise} {connector} {answer}",
                                  query_template="{premise} {connector}"),
         f"1-shot XCOPA ({_lang}): the more plausible cause or effect, ranked")
+EVAL_TASKS.register_preset(
+    "superglue_copa",
+    RankClassificationConfig(name="rank_classification", dataset="copa", path="super_glue/COPA", language="en",
+                             shots=0, test_split="val", shot_template="{premise} {connector} {answer}",
+                             query_template="{premise} {connector}"),
+    "0-shot SuperGLUE COPA: the more plausible cause or effect, ranked; super_glue/COPA/val.jsonl")
