@@ -1,5 +1,5 @@
-"""The `seqlab` command: train and compare (Hydra), eval, report, plugins, info, export, tokenizer train, data
-prepare."""
+"""The `seqlab` command: train, compare and prepare (Hydra), eval, report, plugins, info, export, tokenizer
+train, data prepare/merge/stats."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,19 @@ mixture and seed; evaluate both; write a report (intervals, paired verdicts, fit
   seqlab compare -m experiment=study               the default study on ../shared/data (see the README)
 Every key of `seqlab train` applies (objective=, data=, trainer=, optim.*, experiment=).
 `seqlab report DIR` renders the report again from finished jobs.
+"""
+
+
+PREPARE_HELP = """\
+usage: seqlab prepare [-m] KEY=VALUE ... [HYDRA OPTIONS]
+
+`seqlab data prepare` as a Hydra app (experiments/prepare.yaml): the same options as config keys, so that a
+multirun over shard_index is one preparation job per shard on any Hydra launcher.
+  seqlab prepare inputs=[corpus/] tokenizer=tok.model output=prepared/web workers=8
+  seqlab prepare -m inputs=[corpus/] tokenizer=tok.model num_shards=4 'shard_index=range(4)' \\
+    'output=parts/${shard_index}' hydra/launcher=submitit_slurm     then: seqlab data merge parts/* --output DIR
+Keys: inputs tokenizer output source lang text_field lang_field workers overwrite max_document_bytes dedup
+decontaminate ngram eval_data_root part_bytes num_shards shard_index progress (see `seqlab data prepare --help`).
 """
 
 
@@ -103,6 +116,24 @@ def _compare(overrides: list[str]) -> int:
         print(f"seqlab compare: report written to {report}")
 
     return _hydra_command("compare", overrides, COMPARE_CONFIG, COMPARE_HELP, task)
+
+
+def _prepare_job(overrides: list[str]) -> int:
+    from seqlab.data.cli import print_prepared
+    from seqlab.data.prepare_job import PREPARE_CONFIG, register_prepare_schema, run_prepare_job, to_prepare_config
+    from seqlab.data.store import PreparedCorpus
+
+    register_prepare_schema()
+
+    def task(cfg, hydra_cfg) -> None:
+        job = to_prepare_config(cfg)
+        result = run_prepare_job(job)
+        if isinstance(result, PreparedCorpus):
+            print_prepared(result)
+        else:
+            print(f"part {job.shard_index} of {job.num_shards} written to {result}")
+
+    return _hydra_command("prepare", overrides, PREPARE_CONFIG, PREPARE_HELP, task)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -180,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("train", help="compose an experiment (Hydra overrides) and train it", add_help=False)
     commands.add_parser("compare", help="train a seq2seq and a matched decoder-only baseline, evaluate both, "
                         "write a report (Hydra overrides)", add_help=False)
+    commands.add_parser("prepare", help="`seqlab data prepare` with Hydra overrides, so multiruns over shard_index "
+                        "run on any Hydra launcher", add_help=False)
     commands.add_parser("eval", help="evaluate a checkpoint or a Hugging Face model on eval tasks (KEY=VALUE ...)",
                         add_help=False)
     commands.add_parser("lm-eval", help="lm-evaluation-harness's command line with the `seqlab` model type "
@@ -210,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer = commands.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action",
                                                                                        metavar="ACTION")
     tok_train = tokenizer.add_parser("train", help="train a SentencePiece unigram model with seqlab's special tokens")
-    tok_train.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt, .jsonl or a folder per language")
+    tok_train.add_argument("inputs", nargs="+", metavar="INPUT",
+                           help="corpus files or folders, in any format `seqlab data prepare` reads")
     tok_train.add_argument("--output", required=True, help="the .model file to write")
     tok_train.add_argument("--vocab-size", type=int, default=32000)
     tok_train.add_argument("--num-sentinels", type=int, default=100)
@@ -247,10 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"seqlab lm-eval: needs lm-evaluation-harness ({err}); pip install -e '.[lm-eval]'", file=sys.stderr)
             return 2
         return lm_eval_main(argv[1:])
-    if argv and argv[0] in ("train", "compare"):
+    if argv and argv[0] in ("train", "compare", "prepare"):
         # Hydra owns the rest of the command line (overrides, -m, --cfg, hydra.* keys).
         try:
-            return (_train if argv[0] == "train" else _compare)(argv[1:])
+            return {"train": _train, "compare": _compare, "prepare": _prepare_job}[argv[0]](argv[1:])
         except SeqlabError as err:
             print(f"seqlab {argv[0]}: error: {err}", file=sys.stderr)
             return 2

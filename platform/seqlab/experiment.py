@@ -10,7 +10,7 @@ import re
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -92,16 +92,21 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Resolve interpolations and build the dataclasses; this runs every `__post_init__` validation."""
+    return to_config(cfg, RunConfig, CONFIG_NAME, "run_schema")
+
+
+def to_config(cfg: DictConfig, schema: type, config_name: str, schema_name: str) -> Any:
+    """`cfg` as an instance of its structured `schema`, with OmegaConf's errors as ConfigErrors naming the field."""
     try:
-        run = OmegaConf.to_object(cfg)
+        obj = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as err:
         raise ConfigError(f"{err.full_key} is required but not set: add {err.full_key}=VALUE") from None
     except OmegaConfBaseException as err:
         raise omegaconf_error(err) from None
-    if not isinstance(run, RunConfig):
-        raise ConfigError(f"the composed config is a {type(run).__name__}, not a RunConfig: "
-                          f"{CONFIG_NAME}.yaml must list run_schema first in its defaults")
-    return run
+    if not isinstance(obj, schema):
+        raise ConfigError(f"the composed config is a {type(obj).__name__}, not a {schema.__name__}: "
+                          f"{config_name}.yaml must list {schema_name} first in its defaults")
+    return obj
 
 
 @contextmanager

@@ -66,15 +66,21 @@ def test_messy_folder_counts_every_problem_exactly(messy_corpus):
         "empty_files": 1,
         "binary_files": 1,
         "unreadable_files": 1,
+        "corrupt_files": 0,
         "invalid_utf8_lines": 3,  # two in good.txt, one in data.jsonl
         "nul_lines": 0,
         "blank_lines": 4,  # two in good.txt, an empty line and a whitespace "text" in data.jsonl
         "bad_json_lines": 6,  # broken, list, no text, int text, bad lang, lone surrogate
+        "bad_records": 0,
         "long_records": 0,
         "split_lines": 0,
         "documents": len(expected),
         "characters": sum(len(doc.text) for doc in expected),
         "empty_after_tokenization": 0,
+        "duplicate_documents": 0,
+        "duplicate_tokens": 0,
+        "contaminated_documents": 0,
+        "contaminated_tokens": 0,
     }
     assert len(report.notes) == 14 and report.notes_omitted == 0  # one note per problem, blank lines aside
     notes = "\n".join(report.notes)

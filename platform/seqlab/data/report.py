@@ -8,8 +8,9 @@ from seqlab.errors import DataError
 
 MAX_NOTES = 20
 # Report fields that count input left out of the corpus, in the order the summary lists them.
-_SKIP_COUNTS = ("skipped_files", "empty_files", "binary_files", "unreadable_files", "invalid_utf8_lines",
-                "nul_lines", "blank_lines", "bad_json_lines", "long_records", "empty_after_tokenization")
+_SKIP_COUNTS = ("skipped_files", "empty_files", "binary_files", "unreadable_files", "corrupt_files",
+                "invalid_utf8_lines", "nul_lines", "blank_lines", "bad_json_lines", "bad_records", "long_records",
+                "empty_after_tokenization")
 
 
 @dataclass
@@ -18,11 +19,15 @@ class CorpusReport:
 
     `files` counts files that were opened as corpus files; `empty_files`, `binary_files` and
     `unreadable_files` are those of them that gave nothing. `skipped_files` are files in a folder with an
-    unsupported extension or an invalid language folder name; they are not opened. Line counts are of skipped
+    unsupported extension or an invalid language folder name; they are not opened. `corrupt_files` are
+    compressed or columnar files damaged part way: what came before the damage was read. `bad_records` are parquet
+    or Arrow rows whose text is not a string or whose language is not a valid code. Line counts are of skipped
     lines: `blank_lines` includes JSONL records whose text is blank, `nul_lines` JSONL records whose text holds
     a NUL character, and `long_records` are JSONL records too long to parse. `split_lines` counts text lines cut
     into several documents, which all arrive (see `seqlab.data.corpus`). `documents` and `characters` are what was yielded;
-    `empty_after_tokenization` of those documents encoded to no token and were not stored.
+    `empty_after_tokenization` of those documents encoded to no token and were not stored. Of the rest,
+    `contaminated_*` were removed for sharing an n-gram with an evaluation set and `duplicate_*` as exact
+    duplicates of an earlier document (see `seqlab.data.filters`).
     """
 
     files: int = 0
@@ -30,15 +35,21 @@ class CorpusReport:
     empty_files: int = 0
     binary_files: int = 0
     unreadable_files: int = 0
+    corrupt_files: int = 0
     invalid_utf8_lines: int = 0
     nul_lines: int = 0
     blank_lines: int = 0
     bad_json_lines: int = 0
+    bad_records: int = 0
     long_records: int = 0
     split_lines: int = 0
     documents: int = 0
     characters: int = 0
     empty_after_tokenization: int = 0
+    duplicate_documents: int = 0
+    duplicate_tokens: int = 0
+    contaminated_documents: int = 0
+    contaminated_tokens: int = 0
     notes: list[str] = field(default_factory=list)
     notes_omitted: int = 0
 
@@ -83,6 +94,11 @@ class CorpusReport:
             lines.append("skipped: " + ", ".join(skipped))
         if self.split_lines:
             lines.append(f"split: split_lines={self.split_lines:,} (lines longer than max_document_bytes)")
+        removed = [f"{what}={getattr(self, what + '_documents'):,} documents "
+                   f"({getattr(self, what + '_tokens'):,} tokens)"
+                   for what in ("contaminated", "duplicate") if getattr(self, what + "_documents")]
+        if removed:
+            lines.append("removed: " + ", ".join(removed))
         if self.notes:
             lines.append("problems:")
             lines += [f"  {note}" for note in self.notes]

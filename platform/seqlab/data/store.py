@@ -11,6 +11,7 @@ offsets but never reads the tokens, so it costs milliseconds for any corpus size
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -113,19 +114,29 @@ def check_tokenizer(prepared: PreparedCorpus, tokenizer: Tokenizer) -> None:
         )
 
 
-def write_shard(root: Path, source: str, lang: str, parts: Sequence[tuple[Path, Path]]) -> dict[str, Any]:
+def write_shard(root: Path, source: str, lang: str, parts: Sequence[tuple[Path, Path]],
+                keeps: Sequence[np.ndarray | None] | None = None) -> dict[str, Any]:
     """Concatenate part files, each (tokens .bin, lengths .npy), into one shard; return its manifest entry.
 
-    Tokens are appended byte for byte and offsets come from one cumulative sum, so the cost is a file copy
-    whatever the number of documents.
+    `keeps` gives, per part, which documents to store ((n_docs,) bool), or None for all. A part kept whole is
+    appended byte for byte and offsets come from one cumulative sum, so the cost is a file copy whatever the
+    number of documents; a filtered part is copied a run of documents at a time.
     """
     tokens_rel, index_rel = shard_files(source, lang)
     (root / source).mkdir(parents=True, exist_ok=True)
+    keeps = keeps if keeps is not None else [None] * len(parts)
+    lengths = []
     with open(root / tokens_rel, "wb") as out:
-        for tokens_part, _ in parts:
-            with open(tokens_part, "rb") as part:
-                shutil.copyfileobj(part, out, length=16 << 20)
-    lengths = np.concatenate([np.load(lengths_part) for _, lengths_part in parts])
+        for (tokens_part, lengths_part), keep in zip(parts, keeps):
+            part_lengths = np.load(lengths_part)
+            if keep is None or keep.all():
+                with open(tokens_part, "rb") as part:
+                    shutil.copyfileobj(part, out, length=16 << 20)
+                lengths.append(part_lengths)
+            elif keep.any():
+                _copy_kept(tokens_part, part_lengths, keep, out)
+                lengths.append(part_lengths[keep])
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     np.save(root / index_rel, offsets)
@@ -133,15 +144,39 @@ def write_shard(root: Path, source: str, lang: str, parts: Sequence[tuple[Path, 
             "documents": len(lengths), "tokens_count": int(offsets[-1])}
 
 
-def write_manifest(root: Path, tokenizer: Tokenizer, shards: list[dict[str, Any]], report: dict[str, Any]) -> None:
+def _copy_kept(tokens_part: Path, lengths: np.ndarray, keep: np.ndarray, out: Any) -> None:
+    """Append the kept documents' tokens, one contiguous run of kept documents per write."""
+    raw = np.memmap(tokens_part, dtype=np.uint8, mode="r") if tokens_part.stat().st_size else np.zeros(0, np.uint8)
+    width = raw.size // max(int(lengths.sum()), 1)  # bytes per token
+    ends = np.cumsum(lengths) * width
+    starts = ends - lengths * width
+    # Runs of kept documents: where keep turns on, and where it turns off.
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], keep, [False])).astype(np.int8)))
+    for first, last in zip(edges[::2], edges[1::2]):
+        out.write(raw[starts[first]:ends[last - 1]])
+
+
+def tokenizer_entry(tokenizer: Tokenizer) -> dict[str, Any]:
+    """The manifest's record of the tokenizer that produced the ids."""
+    return {"path": str(tokenizer.path.resolve()), "sha256": tokenizer.sha256(), "vocab_size": tokenizer.vocab_size}
+
+
+def write_manifest(root: Path, tokenizer: Tokenizer | dict[str, Any], shards: list[dict[str, Any]],
+                   report: dict[str, Any], preparation: dict[str, Any] | None = None) -> None:
+    """Write manifest.json. `preparation` records the filters and options a corpus was prepared with. The time
+    of creation is SOURCE_DATE_EPOCH where set (the reproducible-builds convention), so two preparations of
+    the same inputs can be compared byte for byte."""
+    entry = tokenizer if isinstance(tokenizer, dict) else tokenizer_entry(tokenizer)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    created = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
     manifest = {
         "format": FORMAT_VERSION,
-        "tokenizer": {"path": str(tokenizer.path.resolve()), "sha256": tokenizer.sha256(),
-                      "vocab_size": tokenizer.vocab_size},
-        "dtype": token_dtype(tokenizer.vocab_size).name,
+        "tokenizer": entry,
+        "dtype": token_dtype(entry["vocab_size"]).name,
         "shards": shards,
         "report": report,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"preparation": preparation} if preparation is not None else {}),
+        "created": created.isoformat(timespec="seconds"),
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
