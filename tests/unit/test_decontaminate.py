@@ -1,6 +1,7 @@
 """Normalisation, n-gram hashing, 13-gram decontamination and exact deduplication."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from seqlab.cli import main
 from seqlab.data.decontaminate import load_eval_ngrams
 from seqlab.data.prepare import prepare_corpus
 from seqlab.data.store import PreparedCorpus
+from seqlab.data import textnorm
 from seqlab.data.textnorm import mix, ngram_hashes, normalize, word_hashes
 from seqlab.errors import ConfigError, DataError
 
@@ -59,6 +61,19 @@ def test_vectorised_ngram_hashes_equal_the_straightforward_definition(docs, n):
     texts = [normalize(" ".join(words)) for words in docs]
     grams, owners = ngram_hashes(texts, n)
     assert list(zip(grams.tolist(), owners.tolist())) == py_ngrams(texts, n)
+
+
+@settings(max_examples=40, deadline=None)
+@given(docs=st.lists(WORDS, min_size=1, max_size=8), chunk=st.integers(1, 40))
+def test_word_hashes_do_not_depend_on_the_chunking(docs, chunk):
+    """Chunks of whole documents, and documents longer than a chunk, hash every word as one pass does."""
+    texts = [normalize(" ".join(words)) for words in docs]
+    whole = word_hashes(texts)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(textnorm, "_CHUNK", chunk)
+        patch.setattr(textnorm, "_power_tables", functools.lru_cache(maxsize=1)(textnorm._power_tables.__wrapped__))
+        chunked = word_hashes(texts)
+    assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
 
 
 def test_word_hashes_are_per_word_and_mix_is_splitmix():

@@ -68,27 +68,74 @@ def mix(x: np.ndarray) -> np.ndarray:
 def word_hashes(normalized: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(hash of every word, the document of every word), words of all documents back to back.
 
-    Shapes: (n_words,) uint64 and (n_words,) int64."""
+    A word's hash is mix(sum of mix(c_i + 1) * P^i over its characters c_0, c_1, ...). Each character's term
+    is taken with its power of P from the start of its chunk, so one reduceat sums every word at once; the
+    sum times P^-start (P is odd, so invertible mod 2^64) is the word's own polynomial. Chunks of whole
+    documents of about CHUNK characters bound the power tables. Shapes: (n_words,) uint64 and (n_words,) int64.
+    """
     joined = "\n".join(normalized) + "\n"
-    chars = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)  # (n_chars,)
+    chars = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)  # (n_chars,)
+    ends = np.flatnonzero(chars == _BOUNDARY)  # (n_docs,) the boundary after each document
+    hashes, starts = [], []
+    begin = 0
+    while begin < len(chars):
+        # The chunk ends after the last document boundary within CHUNK characters (or after one long document).
+        last = int(np.searchsorted(ends, begin + _CHUNK)) - 1
+        end = int(ends[last] if last >= 0 and ends[last] >= begin else ends[np.searchsorted(ends, begin)]) + 1
+        chunk_hashes, chunk_starts = _chunk_word_hashes(chars[begin:end])
+        hashes.append(chunk_hashes)
+        starts.append(chunk_starts + begin)
+        begin = end
+    all_starts = np.concatenate(starts)
+    documents = np.searchsorted(ends, all_starts)  # boundaries before a word's first character: its document
+    return np.concatenate(hashes), documents.astype(np.int64)
+
+
+_CHUNK = 1 << 20  # characters per word-hashing pass: 8 MB per power table
+
+
+def _chunk_word_hashes(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, first characters) of the words of `chars`, (n,) uint32 code points of whole documents."""
     separator = (chars == _SPACE) | (chars == _BOUNDARY)
     starts = np.flatnonzero(~separator & np.concatenate(([True], separator[:-1])))  # (n_words,) first chars
     if len(starts) == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    # Position of each character in its word, so a word's hash is sum(mix(c_i) * P^i) over its characters.
-    first = np.zeros(len(chars), dtype=bool)
-    first[starts] = True
-    word_of = np.cumsum(first) - 1  # (n_chars,) separators count with the word before them, then are zeroed
-    position = np.arange(len(chars)) - starts[np.maximum(word_of, 0)]
+        return np.zeros(0, np.uint64), starts
+    powers, inverses = _powers(len(chars))
     with np.errstate(over="ignore"):
-        # P^0, P^1, ... wrapping mod 2^64, as far as the longest word needs.
-        powers = np.cumprod(np.full(int(position.max()) + 1, _P, dtype=np.uint64))
-        powers = np.concatenate(([np.uint64(1)], powers[:-1]))
-        terms = mix(chars + np.uint64(1)) * powers[position]
-        terms[separator] = 0
-        hashes = mix(np.add.reduceat(terms, starts))
-    documents = np.cumsum(chars == _BOUNDARY)[starts]  # boundaries before each word = its document
-    return hashes, documents.astype(np.int64)
+        terms = _char_terms(chars) * powers[: len(chars)]  # separators' terms are 0
+        return mix(np.add.reduceat(terms, starts) * inverses[starts]), starts
+
+
+def _char_terms(chars: np.ndarray) -> np.ndarray:
+    """mix(c + 1) of every code point, 0 for a separator: a table lookup in the Basic Multilingual Plane."""
+    terms = _bmp_terms()[np.minimum(chars, 0xFFFF)]
+    beyond = chars > 0xFFFF
+    if beyond.any():
+        terms[beyond] = mix(chars[beyond].astype(np.uint64) + np.uint64(1))
+    return terms
+
+
+@functools.cache
+def _bmp_terms() -> np.ndarray:
+    table = mix(np.arange(0x10000, dtype=np.uint64) + np.uint64(1))
+    table[[_SPACE, _BOUNDARY]] = 0
+    return table
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P^i, P^-i) mod 2^64 for i < max(n, CHUNK): cached at CHUNK, made afresh for one longer document."""
+    return _power_tables(max(n, _CHUNK))
+
+
+@functools.lru_cache(maxsize=1)
+def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    inverse = np.uint64(pow(int(_P), -1, 1 << 64))
+    tables = []
+    for base in (_P, inverse):
+        table = np.full(n, base, dtype=np.uint64)
+        table[0] = 1
+        tables.append(np.cumprod(table))  # wraps mod 2^64
+    return tables[0], tables[1]
 
 
 def ngram_hashes(normalized: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
