@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from seqlab.data.corpus import CorpusFile, CorpusReport
+from seqlab.data.corpus import CorpusReport
 from seqlab.data.filters import removal_counts, select
 from seqlab.data.plan import FileTask
 from seqlab.data.store import PreparedCorpus, write_manifest, write_shard
@@ -71,7 +71,7 @@ def merge_parts(part_dirs: Sequence[str | Path], out_dir: str | Path, *, overwri
         repeated = sorted({i for i in indices if indices.count(i) > 1})
         raise DataError(f"seqlab data merge: the plan has {first['num_shards']} shards; missing shard indices "
                         f"{missing}, repeated {repeated}")
-    tasks = [_task(entry) for entry in first["tasks"]]
+    tasks = [FileTask.from_dict(entry) for entry in first["tasks"]]
     results = {}
     for path, part in parts:
         for entry in part["results"]:
@@ -80,8 +80,7 @@ def merge_parts(part_dirs: Sequence[str | Path], out_dir: str | Path, *, overwri
     if sorted(results) != list(range(len(tasks))):
         raise DataError(f"seqlab data merge: the parts cover tasks {len(results)} of {len(tasks)}")
     out_dir = Path(os.path.abspath(out_dir))
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"output {out_dir} exists and is not empty; pass --overwrite to replace it")
+    check_output(out_dir, overwrite)
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{secrets.token_hex(4)}")
     try:
         finalize(tmp, tasks, CorpusReport.from_dict(first["plan_report"]), first["options"], results, progress)
@@ -172,11 +171,12 @@ def _read_part(path: Path) -> dict[str, Any]:
     return part
 
 
-def _task(entry: dict[str, Any]) -> FileTask:
-    span = tuple(entry["span"]) if entry["span"] is not None else None
-    file = CorpusFile(Path(entry["path"]), entry["lang"], entry["format"], entry["compression"],
-                      entry["text_field"], entry["lang_field"], span)
-    return FileTask(entry["index"], entry["source"], file, entry["size"])
+def check_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to write over a file, or over a non-empty folder unless `overwrite`."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"output {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise DataError(f"output {out_dir} exists and is not empty; pass --overwrite to replace it")
 
 
 def move_into_place(tmp: Path, out_dir: Path) -> None:

@@ -35,6 +35,13 @@ class FileTask:
                 "format": file.format, "compression": file.compression, "text_field": file.text_field,
                 "lang_field": file.lang_field, "span": list(file.span) if file.span else None, "size": self.size}
 
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> FileTask:
+        span = tuple(entry["span"]) if entry["span"] is not None else None
+        file = CorpusFile(Path(entry["path"]), entry["lang"], entry["format"], entry["compression"],
+                          entry["text_field"], entry["lang_field"], span)
+        return cls(entry["index"], entry["source"], file, entry["size"])
+
 
 def plan_tasks(inputs: Sequence[str | Path], source: str | None, lang: str | None, out_dir: Path, *,
                text_field: str = "text", lang_field: str = "lang",

@@ -29,10 +29,10 @@ from tqdm import tqdm
 from seqlab.data.corpus import MAX_DOCUMENT_BYTES, CorpusReport, Document, read_positioned
 from seqlab.data.decontaminate import DEFAULT_NGRAM, load_eval_ngrams
 from seqlab.data.filters import Filters
-from seqlab.data.merge import FileResult, finalize, move_into_place, part_folder, write_part_folder
+from seqlab.data.merge import FileResult, check_output, finalize, move_into_place, part_folder, write_part_folder
 from seqlab.data.plan import PART_BYTES, FileTask, assign, plan_digest, plan_tasks
 from seqlab.data.store import PreparedCorpus, token_dtype, tokenizer_entry
-from seqlab.errors import ConfigError, DataError
+from seqlab.errors import ConfigError
 from seqlab.tokenizer import Tokenizer
 
 # Batches bound memory (at most ~16M characters plus one document, itself at most max_document_bytes) while
@@ -135,7 +135,7 @@ def prepare_corpus(
     out_dir = Path(os.path.abspath(out_dir))  # "." and "out/" need a name for the OUT.tmp-* sibling
     tasks, report = plan_tasks(inputs, source, lang, out_dir, text_field=text_field, lang_field=lang_field,
                                part_bytes=part_bytes)
-    _check_output(out_dir, overwrite)
+    check_output(out_dir, overwrite)
     tokenizer = Tokenizer(tokenizer_path)  # fail on a bad tokenizer before starting workers
     eval_ngrams = load_eval_ngrams(decontaminate, ngram, eval_data_root) if decontaminate else None
     filters = Filters(dedup, eval_ngrams)
@@ -157,13 +157,6 @@ def prepare_corpus(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir if num_shards > 1 else PreparedCorpus.open(out_dir)
-
-
-def _check_output(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"output {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"output {out_dir} exists and is not empty; pass --overwrite to replace it")
 
 
 def _encode_files(tasks: list[FileTask], encoder_args: tuple[Any, ...], workers: int,
