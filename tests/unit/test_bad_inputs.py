@@ -140,7 +140,7 @@ def test_read_corpus_counts_every_bad_input_and_yields_every_valid_document(host
     assert (len(report.notes), report.notes_omitted) == (20, 3)
     notes = "\n".join(report.notes)
     for fragment in ("binary.png: unsupported extension", "empty.txt: empty file", "bom_only.txt: empty file",
-                     "utf16.txt: binary file", "nul_early.txt: binary file", "nul_late.txt:201: NUL byte at offset 7",
+                     "utf16.txt: UTF-16LE text (byte-order mark), skipped; convert it to UTF-8", "nul_early.txt: binary file", "nul_late.txt:201: NUL byte at offset 7",
                      "nul_late.txt:203: NUL byte at offset 11", "invalid_utf8.txt:2: invalid UTF-8",
                      "long_line.txt:2: line longer than max_document_bytes=8,388,608", "dangling.txt: cannot read",
                      "mixed.jsonl:3: not valid JSON", 'mixed.jsonl:8: "lang"=5 is not a language code'):

@@ -6,7 +6,10 @@ one bad byte must not cost a day's preparation run. So every problem is counted 
 first few are described, and reading goes on; nothing is dropped without a count. What counts as bad input:
 
 - a file with a NUL byte in its first BINARY_PROBE_BYTES is binary (the rule of git and grep; UTF-16 text
-  looks like this too) and is skipped whole; an empty file gives nothing. Both are counted per file.
+  looks like this too) and is skipped whole, as is a file starting with a UTF-16 byte-order mark (UTF-16 CJK
+  text need not hold a NUL byte); an empty file gives nothing. All are counted per file.
+- a FIFO, socket or device in a folder is skipped without being opened (reading a FIFO would block forever),
+  and a symlink loop or dangling link is counted unreadable; a FIFO named as the input is refused.
 - past that probe, a line holding a NUL byte (or a JSONL "text" holding "\u0000") is damaged, e.g. by a
   zero-filled block after a crash: that line is skipped and counted in `nul_lines`, the file's other lines
   still arrive.
@@ -25,6 +28,7 @@ UTF-8 byte-order mark at the start of a file are removed.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -56,6 +60,9 @@ def find_files(path: str | Path, report: CorpusReport, lang: str | None = None, 
     if not is_valid_name(default):
         raise ConfigError(f"lang={default!r} is not a language code such as 'en' or 'zh-Hans'")
     fields = {"text_field": text_field, "lang_field": lang_field}
+    if path.exists() and not path.is_dir() and not _regular(path, CorpusReport()):
+        raise DataError(f"corpus input {path}: not a regular file (a FIFO, socket or device); name a file or "
+                        "folder of corpus files")
     if path.is_file():
         # A file named explicitly is read whatever its extension (FLORES ships `eng.dev`); in a folder only
         # known extensions are, so READMEs and licences beside the data are not trained on.
@@ -85,6 +92,8 @@ def find_files(path: str | Path, report: CorpusReport, lang: str | None = None, 
 def _listed(root: Path, file: Path, default: str, kind: tuple[Format, Compression] | None, fields: dict[str, str],
             report: CorpusReport) -> list[CorpusFile]:
     parts = file.relative_to(root).parts
+    if kind is not None and kind[0] != "arrow" and not _regular(file, report):
+        return []
     file_lang = parts[0] if len(parts) > 1 else default
     if kind is None:
         report.skipped_files += 1
@@ -95,6 +104,23 @@ def _listed(root: Path, file: Path, default: str, kind: tuple[Format, Compressio
         report.note(f"{file}: folder name {file_lang!r} is not a language code such as 'en'")
         return []
     return [CorpusFile(file, file_lang, *kind, **fields)]
+
+
+def _regular(file: Path, report: CorpusReport) -> bool:
+    """Whether `file` is a regular file (through symlinks); else counted and noted. Opening a FIFO would block
+    forever, and a symlink loop or a dangling link cannot be opened at all."""
+    try:
+        mode = file.stat().st_mode
+    except OSError as err:  # ELOOP, ENOENT of a dangling link, EACCES: a corpus file that gives nothing
+        report.files += 1
+        report.unreadable_files += 1
+        report.note(f"{file.name}: cannot read ({os.strerror(err.errno) if err.errno else err})")
+        return False
+    if not stat.S_ISREG(mode):
+        report.skipped_files += 1
+        report.note(f"{file}: not a regular file (a FIFO, socket or device), skipped")
+        return False
+    return True
 
 
 def read_corpus(path: str | Path, report: CorpusReport, lang: str | None = None,

@@ -14,6 +14,8 @@ from typing import BinaryIO, Iterator
 from seqlab.data.document import BINARY_PROBE_BYTES, CorpusFile, Document, is_valid_name
 from seqlab.data.report import CorpusReport
 
+# UTF-32 LE starts with the UTF-16 LE mark, so it is caught (and named UTF-16) too.
+UTF16_BOMS = ((codecs.BOM_UTF16_LE, "UTF-16LE"), (codecs.BOM_UTF16_BE, "UTF-16BE"))
 Positioned = tuple[int, Document]  # (byte offset of the document in the (decompressed) file, document)
 
 
@@ -48,6 +50,13 @@ def _probe(head: bytes, file: CorpusFile, report: CorpusReport) -> bool:
     if not head.removeprefix(codecs.BOM_UTF8):
         report.empty_files += 1
         report.note(f"{file.path}: empty file")
+        return False
+    bom = next((name for mark, name in UTF16_BOMS if head.startswith(mark)), None)
+    if bom is not None:  # UTF-16 text need not hold a NUL byte (CJK), and decoded as UTF-8 it would be junk
+        if file.first_part:
+            report.binary_files += 1
+            report.note(f"{file.path}: {bom} text (byte-order mark), skipped; convert it to UTF-8 first "
+                        f"(iconv -f {bom} -t UTF-8)")
         return False
     if b"\0" in head:
         if file.first_part:

@@ -62,7 +62,9 @@ class CorpusReport:
     def note(self, message: str) -> None:
         """Describe one problem; past MAX_NOTES only count it, so a corpus of broken lines stays readable."""
         if len(self.notes) < MAX_NOTES:
-            self.notes.append(message)
+            # A file name that is not UTF-8 reaches Python as lone surrogates, which no UTF-8 writer (the
+            # report, the manifest, the terminal) accepts: show its raw bytes as \xNN instead.
+            self.notes.append(message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
         else:
             self.notes_omitted += 1
 
