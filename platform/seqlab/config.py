@@ -6,6 +6,7 @@ own config object from then on.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -13,7 +14,12 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from seqlab.config_fault import DivergenceConfig, PreemptionConfig
 from seqlab.errors import require
+
+# What Lightning's Trainer(precision=...) accepts (its strings; numbers arrive as strings here).
+PRECISIONS = ("32-true", "32", "16-mixed", "16-true", "16", "bf16-mixed", "bf16-true", "bf16", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
 
 
 @dataclass
@@ -117,24 +123,6 @@ class DataConfig(PluginConfig):
 
 
 @dataclass
-class DivergenceConfig:
-    """The divergence guard: a NaN or inf loss of any objective, or (with `spike_factor`) a loss above that
-    factor times the objective's running mean, stops the run or skips the step."""
-
-    action: str = "stop"  # stop: raise before the step's update, keeping the checkpoints | skip: apply no update
-    spike_factor: Optional[float] = None  # null: only NaN and inf count
-    window: int = 100  # steps in each objective's running mean
-    warmup_steps: int = 100  # spikes count from this step on: the loss falls fast at first
-
-    def __post_init__(self) -> None:
-        require(self.action in ("stop", "skip"), "trainer.divergence.action", self.action, "must be stop or skip")
-        require(self.spike_factor is None or self.spike_factor > 1, "trainer.divergence.spike_factor",
-                self.spike_factor, "must be > 1 or null")
-        require(self.window >= 1, "trainer.divergence.window", self.window, "must be >= 1")
-        require(self.warmup_steps >= 0, "trainer.divergence.warmup_steps", self.warmup_steps, "must be >= 0")
-
-
-@dataclass
 class FreezeConfig:
     """`trainer.freeze` entry: the parameters under `module` get no update during the first `until_step`
     optimizer steps (AlexaTM 20B: the warm-started encoder for the first ~100k). See seqlab/freeze.py."""
@@ -160,6 +148,7 @@ class TrainerConfig:
     progress_bar: bool = True
     deterministic: bool = False
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)  # SIGTERM: checkpoint, then exit
     freeze: List[FreezeConfig] = field(default_factory=list)  # parameters held fixed for the first steps
     compile: bool = False  # torch.compile each block of model.blocks (before sharding); see SeqLabModule
     compile_mode: Optional[str] = None  # torch.compile's mode (max-autotune, reduce-overhead, ...); null: default
@@ -175,6 +164,8 @@ class TrainerConfig:
             require(isinstance(entry.until_step, int) and entry.until_step >= 1, f"trainer.freeze[{i}].until_step",
                     entry.until_step, "must be >= 1: the parameters stay frozen while global_step < until_step")
         require(self.max_steps >= 1, "trainer.max_steps", self.max_steps, "must be >= 1")
+        require(self.precision in PRECISIONS, "trainer.precision", self.precision,
+                f"must be one of {', '.join(PRECISIONS)}")
         require(self.val_check_interval >= 1, "trainer.val_check_interval", self.val_check_interval, "must be >= 1")
         require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "must be >= 1")
         require(self.logger in ("csv", "tensorboard"), "trainer.logger", self.logger, "must be csv or tensorboard")
@@ -183,8 +174,8 @@ class TrainerConfig:
                 "must be a count >= 1, -1 (all), 'auto', or device indices such as [0, 1] or '0,1'")
         require(self.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches",
                 self.accumulate_grad_batches, "must be >= 1")
-        require(self.gradient_clip_val is None or self.gradient_clip_val > 0, "trainer.gradient_clip_val",
-                self.gradient_clip_val, "must be > 0 or null")
+        require(self.gradient_clip_val is None or 0 < self.gradient_clip_val < math.inf, "trainer.gradient_clip_val",
+                self.gradient_clip_val, "must be a finite number > 0, or null")
         require(self.checkpoint_every_n_steps >= 1, "trainer.checkpoint_every_n_steps",
                 self.checkpoint_every_n_steps, "must be >= 1")
         require(self.keep_last_checkpoints >= 1, "trainer.keep_last_checkpoints", self.keep_last_checkpoints,
@@ -197,7 +188,7 @@ class TrainerConfig:
             modes = list(list_mode_options())
             require(self.compile_mode in modes, "trainer.compile_mode", self.compile_mode,
                     f"must be one of {', '.join(modes)} or null")
-        require(self.peak_flops is None or self.peak_flops > 0, "trainer.peak_flops", self.peak_flops,
+        require(self.peak_flops is None or 0 < self.peak_flops < math.inf, "trainer.peak_flops", self.peak_flops,
                 "must be > 0 (FLOP/s of one device) or null")
         # A skipped step leaves no gradients, and fp16's gradient scaler refuses a step without any.
         require(self.divergence.action != "skip" or self.precision not in ("16", "16-mixed"),
@@ -229,13 +220,15 @@ class OptimConfig:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        require(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        # inf passes a plain `> 0` and NaN fails every comparison: an infinite rate would diverge at step 2.
+        require(0 < self.lr < math.inf, "optim.lr", self.lr, "must be a finite number > 0")
         require(0 <= self.min_lr <= self.lr, "optim.min_lr", self.min_lr, f"must be in [0, optim.lr={self.lr}]")
         require(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "must be >= 0")
-        require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        require(0 <= self.weight_decay < math.inf, "optim.weight_decay", self.weight_decay,
+                "must be a finite number >= 0")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", list(self.betas),
                 "must be two numbers in [0, 1)")
-        require(self.eps > 0, "optim.eps", self.eps, "must be > 0")
+        require(0 < self.eps < math.inf, "optim.eps", self.eps, "must be a finite number > 0")
 
 
 @dataclass
@@ -280,6 +273,9 @@ class RunConfig:
     cache_dir: str = "outputs/.cache"  # prepared corpora, keyed by their inputs and tokenizer
     # A checkpoint path to continue from, or auto: the latest valid checkpoint in this run's folder, if any.
     resume: Optional[str] = None
+    # Config keys (or prefixes: optim) a resumed run may change from its checkpoint's, e.g. [optim.lr]; the
+    # changes are recorded in RUN_DIR/resumes.jsonl. See seqlab/identity.py for the keys that are always free.
+    resume_allow: List[str] = field(default_factory=list)
     experiment: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -289,6 +285,10 @@ class RunConfig:
             value = getattr(self, group)
             require(isinstance(value, base), group, type(value).__name__,
                     f"must be a {base.__name__}; choose one with {group}=NAME (see `seqlab plugins`)")
+        from seqlab.identity import check_allow_list  # it flattens configs: imported here to avoid a cycle
+
+        for i, entry in enumerate(self.resume_allow):
+            require(check_allow_list(self, entry), f"resume_allow[{i}]", entry, "names no field of the config")
 
 
 def register_core_schemas() -> None:

@@ -1,6 +1,8 @@
 """Errors a user can act on. The CLI prints them as one message, without a traceback."""
 from __future__ import annotations
 
+import errno
+import os
 import re
 
 
@@ -34,6 +36,7 @@ _TYPE_PROBLEMS = (
     (re.compile(r"is not a ListConfig, list or tuple"), "must be a list"),
     (re.compile(r"Cannot assign \w+ to Dict"), "must be a mapping"),
     (re.compile(r"^Key '.*' not in '"), "no such field"),
+    (re.compile(r"is not Optional"), "must be set (null is not allowed here)"),
 )
 _INTERPOLATION = re.compile(r"^\w+ raised while resolving interpolation: ")
 
@@ -47,6 +50,26 @@ def omegaconf_error(err: Exception, prefix: str = "") -> ConfigError:
     why = _INTERPOLATION.sub("", message.splitlines()[0] if message else type(err).__name__)
     why = next((fix for pattern, fix in _TYPE_PROBLEMS if pattern.search(why)), why)
     value = getattr(err, "value", None)
+    if why == "must be an integer" and isinstance(value, float) and value.is_integer():
+        why += f" (write {int(value)})"  # 1e3 is a float in YAML
     if not key:
         return ConfigError(why)
     return ConfigError(f"{key}={value!r}: {why}" if value is not None else f"{key}: {why}")
+
+
+class WriteError(SeqlabError):
+    """A file could not be written (full disk, quota, I/O error); what was written before is intact."""
+
+    def __init__(self, path: object, cause: str):
+        self.path, self.cause = path, cause
+        super().__init__(f"cannot write {path}: {cause}")
+
+
+def write_failure(path: object, err: BaseException) -> WriteError:
+    """WriteError for `err` (an OSError, or what a library made of one) while writing `path`."""
+    code = getattr(err, "errno", None)
+    if isinstance(code, int) and code:
+        cause = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+    else:
+        cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return WriteError(path, cause)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from seqlab.config import DivergenceConfig
+from seqlab.config_fault import DivergenceConfig
 from seqlab.errors import SeqlabError
 
 

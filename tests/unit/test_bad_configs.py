@@ -28,7 +28,7 @@ CASES = {
     "objective.children.1.rate=-1": "objective.children[1].rate=-1.0: must be >= 0",
     "objective.children.0.objective.noise_density=-0.1":
         "objective.children[0].objective: objective.noise_density=-0.1: must be in (0, 0.5)",
-    "optim.lr=-1e-3": "optim.lr=-0.001: must be > 0",
+    "optim.lr=-1e-3": "optim.lr=-0.001: must be a finite number > 0",
     "data.alpha=-0.5": "data.alpha=-0.5: must be in (0, 1]",
     # sequences longer than the position table
     "data.seq_len=2048": "data.seq_len=2048: the objective's sequences do not fit the architecture: a 3787-token "
@@ -59,6 +59,16 @@ CASES = {
     "objective=[1]": "objective=[1]: a config group takes one name, not a list; to sweep several, use -m objective=a,b",
     "trainer.devices=abc": "trainer.devices='abc': must be a count >= 1, -1 (all), 'auto', or device indices",
     "trainer.devices=0": "trainer.devices=0: must be a count >= 1",
+    # values that passed a plain range check, or left the user to guess
+    "trainer.precision=fp8": "trainer.precision='fp8': must be one of 32-true, 32, 16-mixed, ",
+    "optim.lr=inf": "optim.lr=inf: must be a finite number > 0",
+    "optim.lr=nan": "optim.lr=nan: must be a finite number > 0",
+    "trainer.gradient_clip_val=inf": "trainer.gradient_clip_val=inf: must be a finite number > 0, or null",
+    "data.languages=[xx]": "data.languages=['xx']: none of these languages is in the prepared corpus ",
+    "data.seq_len=null": "data.seq_len: must be set (null is not allowed here)",
+    "data.batch_size=1e3": "data.batch_size=1000.0: must be an integer (write 1000)",
+    "trainer.preemption.signals=[SIGKILL]": "trainer.preemption.signals[0]='SIGKILL': must be a signal name such as ",
+    "resume_allow=[optim.nope]": "resume_allow[0]='optim.nope': names no field of the config",
 }
 
 
@@ -72,7 +82,9 @@ def _train(*overrides: str) -> int:
 
 
 def _assert_one_clean_message(stderr: str, expected: str) -> None:
-    assert stderr.startswith(PREFIX + expected), stderr
+    # A value checked against the data comes after the corpus was prepared, under its progress bar.
+    assert PREFIX in stderr and stderr[stderr.index(PREFIX):].startswith(PREFIX + expected), stderr
+    assert stderr[:stderr.index(PREFIX)].strip() == "" or "prepare:" in stderr, stderr
     for sign in ("Traceback", 'File "', "omegaconf.", "hydra.errors", "torch", "HYDRA_FULL_ERROR"):
         assert sign not in stderr, stderr
 

@@ -4,7 +4,8 @@ import io
 import pytest
 import torch
 
-from seqlab.config import DivergenceConfig, TrainerConfig
+from seqlab.config import TrainerConfig
+from seqlab.config_fault import DivergenceConfig
 from seqlab.errors import ConfigError
 from seqlab.guard import DivergenceGuard
 

@@ -98,7 +98,7 @@ def test_default_is_the_embedded_demo():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.lr=-1", "optim.lr=-1.0: must be > 0"),
+    ("optim.lr=-1", "optim.lr=-1.0: must be a finite number > 0"),
     ("optim.min_lr=1.0", "optim.min_lr=1.0: must be in [0, optim.lr="),
     ("data.alpha=1.5", "data.alpha=1.5: must be in (0, 1]"),
     ("data.seq_len=4", "data.seq_len=4: must be >= 8"),

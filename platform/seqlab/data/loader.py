@@ -13,6 +13,7 @@ from seqlab.config import DataConfig
 from seqlab.data.sampler import PackingSampler, Planner, sampling_table, split_views
 from seqlab.data.streams import Stream
 from seqlab.data.store import PreparedCorpus
+from seqlab.errors import ConfigError
 from seqlab.interfaces import FeatureConverter, Objective
 
 SPLIT_SEED = 0  # which documents are held out depends on the data only, never on the run's seed
@@ -33,6 +34,10 @@ class StreamSpec:
 def open_views(spec: StreamSpec, split: str):
     corpus = PreparedCorpus.open(spec.prepared_dir)
     shards = [s for s in corpus.shards if spec.data.languages is None or s.lang in spec.data.languages]
+    if corpus.shards and not shards:
+        present = sorted({s.lang for s in corpus.shards})
+        raise ConfigError(f"data.languages={list(spec.data.languages)}: none of these languages is in the prepared "
+                          f"corpus {spec.prepared_dir}, which has {', '.join(present)}")
     train, val = split_views(shards, spec.data.val_fraction, seed=SPLIT_SEED)
     return train if split == "train" else val
 
