@@ -1,42 +1,71 @@
-"""Surviving kills: atomic checkpoint files, choosing the checkpoint to resume from, metrics that continue.
+"""Surviving kills: atomic checkpoint files and folders, and choosing the checkpoint to resume from.
 
 A run killed at any point (SIGKILL, a lost node) and started again with the same command and `resume=auto`
-continues from the newest checkpoint in its folder that passes every check, and logs the same losses as a run
-that was never interrupted.
+continues from the newest checkpoint in its folder that passes every check and is this run's (see identity.py),
+and logs the same losses as a run that was never interrupted (metrics_log.py keeps its rows).
 """
 from __future__ import annotations
 
-import csv
-import io
+import json
 import os
 import pickle
+import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
-from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from seqlab.errors import DataError
+from seqlab.errors import DataError, write_failure
+from seqlab.identity import identity_differences, saved_identity
 
 AUTO = "auto"
 CHECKPOINTS = "checkpoints"  # the folder of a run's checkpoints, under its run directory
 LAST = "last.ckpt"
 TEMP_SUFFIX = ".tmp"  # hidden `.NAME.PID.tmp` files: saves in progress, or cut short by a kill
+PARTIAL_SUFFIX = ".partial"  # hidden `.NAME.partial` folders: sharded saves in progress, or cut short
+OLD_SUFFIX = ".old"  # hidden `.NAME.old`: the sharded folder a new one with its name is replacing
+COMPLETE = "seqlab.complete.json"  # written into a sharded folder once every rank's files are on disk
 # What Lightning needs to resume training; a file without them holds weights only.
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "loops", "global_step", "callbacks")
-SHARDED_METADATA = ("meta.pt", ".metadata")  # Lightning's and torch distributed checkpoint's, written last
-TRAIN_ROW_KEY = "train/loss"  # logged by the module in every training row of the metrics
+SHARDED_METADATA = ("meta.pt", ".metadata")  # Lightning's and torch distributed checkpoint's
+WORLD_SIZE_KEY = "seqlab_world_size"  # ranks that wrote the checkpoint (the global batch is theirs x batch)
+
+
+class _Recorder:
+    """A file's write() that remembers the OSError it raised: torch.save reports a failed write only as "unexpected
+    pos", and the cause (a full disk, a quota) is what the user needs to read."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the folder's entries (a rename) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a hidden temporary file beside its final name, syncs it to disk, then renames it:
-    readers, and a run killed mid-save, only ever see the previous complete file or the new complete file.
+    readers, and a run killed mid-save, only ever see the previous complete file or the new complete file. A
+    failed write (ENOSPC, EDQUOT, EIO) removes the temporary file and raises WriteError naming file and cause.
 
     Lightning's own writer serialises into memory and moves the bytes from the system temp folder, which is a
     copy rather than an atomic rename when that folder is on another filesystem, and it never syncs."""
@@ -45,29 +74,93 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):  # object storage: Lightning's own transaction
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+        recorder = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "wb") as f:
-                torch.save(checkpoint, f)
+                recorder = _Recorder(f)
+                torch.save(checkpoint, recorder)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, path)
+            _fsync_folder(path.parent)
+        except (OSError, RuntimeError) as err:
+            temp.unlink(missing_ok=True)
+            cause = recorder.error if recorder is not None and recorder.error is not None else err
+            if isinstance(err, RuntimeError) and cause is err:
+                raise  # not a write failure
+            raise write_failure(path, cause) from None
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        # The rename is durable only once the folder's entry is on disk too.
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+
+
+def partial_folder(path: Path) -> Path:
+    """Where a sharded checkpoint is written before it is renamed to `path` (the same name on every rank)."""
+    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+
+
+def seal_sharded(temp: Path, path: Path, world_size: int) -> None:
+    """Rank 0, once every rank has written its files into `temp`: sync them, record each file's size in the
+    completion marker, then move the folder to `path`. A folder replaced by it is moved aside first and
+    removed last, so a kill at any point leaves a complete checkpoint under `path` or under `.NAME.old`,
+    which the next `resume=auto` puts back (`remove_unfinished_saves`)."""
+    files = {}
+    for file in sorted(p for p in temp.rglob("*") if p.is_file()):
+        with open(file, "rb+") as f:
+            os.fsync(f.fileno())
+        files[str(file.relative_to(temp))] = file.stat().st_size
+    marker = temp / COMPLETE
+    try:
+        with open(marker, "w") as f:
+            json.dump({"world_size": world_size, "files": files}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        old = path.with_name(f".{path.name}{OLD_SUFFIX}")
+        if path.exists():
+            _remove(old)
+            os.replace(path, old)
+        os.replace(temp, path)
+        _fsync_folder(path.parent)
+        _remove(old)
+    except OSError as err:
+        raise write_failure(path, err) from None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _check_sharded(path: Path) -> None:
+    """A sharded folder is complete when its marker lists every file at its size (every rank's shards)."""
+    marker = path / COMPLETE
+    if not marker.is_file():
+        missing = [name for name in SHARDED_METADATA if not (path / name).is_file()]
+        if missing:
+            raise DataError(f"checkpoint {path}: sharded checkpoint without {', '.join(missing)} (save cut short)")
+        return  # written before completion markers: its metadata files are the only sign of completion
+    try:
+        listed = json.loads(marker.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"checkpoint {path}: unreadable {COMPLETE} ({err})") from None
+    for name, size in listed.items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != size:
+            found = f"{file.stat().st_size} bytes" if file.is_file() else "missing"
+            raise DataError(f"checkpoint {path}: shard file {name} is {found}, {COMPLETE} lists {size} bytes")
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     path: Path
     step: int  # optimizer steps completed
+    identity: dict = field(default_factory=dict, compare=False)  # see identity.saved_identity
+    config: dict | None = field(default=None, compare=False)  # the resolved config of the run that wrote it
+    world_size: int | None = field(default=None, compare=False)  # None: not recorded (older checkpoints)
 
 
 def inspect_checkpoint(path: Path, thorough: bool = True) -> Checkpoint:
@@ -75,14 +168,12 @@ def inspect_checkpoint(path: Path, thorough: bool = True) -> Checkpoint:
 
     Loading is `weights_only` (no code from the file runs) and memory-mapped (tensors are read only when
     touched). `thorough` also verifies every record's CRC, and that the weights are finite: a diverging update
-    may have been saved before its NaN showed in a loss. A sharded checkpoint (a folder) is checked for the
-    metadata files written after all shards."""
+    may have been saved before its NaN showed in a loss. A sharded checkpoint (a folder) must hold every file
+    its completion marker lists, at the listed size."""
     path = Path(path)
     try:
         if path.is_dir():
-            missing = [name for name in SHARDED_METADATA if not (path / name).is_file()]
-            if missing:
-                raise DataError(f"checkpoint {path}: sharded checkpoint without {', '.join(missing)} (save cut short)")
+            _check_sharded(path)
             ckpt = torch.load(path / SHARDED_METADATA[0], map_location="cpu", weights_only=True)
             required = [key for key in REQUIRED_KEYS if key not in ("state_dict", "optimizer_states")]
         else:
@@ -103,23 +194,44 @@ def inspect_checkpoint(path: Path, thorough: bool = True) -> Checkpoint:
                if isinstance(t, torch.Tensor) and t.is_floating_point() and not t.isfinite().all()]
         if bad:
             raise DataError(f"checkpoint {path}: non-finite weights in {', '.join(bad[:3])}")
-    return Checkpoint(path, int(ckpt["global_step"]))
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    world = ckpt.get(WORLD_SIZE_KEY)
+    return Checkpoint(path, int(ckpt["global_step"]), saved_identity(ckpt), config if isinstance(config, dict)
+                      else None, int(world) if isinstance(world, int) else None)
 
 
-def latest_checkpoint(folder: Path) -> Checkpoint | None:
-    """The newest checkpoint in `folder` that passes `inspect_checkpoint`; each one skipped is warned about."""
+def foreign(checkpoint: Checkpoint, identity: dict | None) -> str | None:
+    """Why `checkpoint` is another run's (its identity differs from `identity`), or None."""
+    if identity is None:
+        return None
+    differences = identity_differences(checkpoint.identity, identity)
+    if not differences:
+        return None
+    return f"checkpoint {checkpoint.path} was written by another run: {'; '.join(differences)}"
+
+
+def latest_checkpoint(folder: Path, identity: dict | None = None) -> Checkpoint | None:
+    """The newest checkpoint in `folder` that passes `inspect_checkpoint` and, given the run's identity, is
+    this run's; each one skipped is warned about, with the reason."""
     found = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix != ".ckpt":
             continue
         try:
-            found.append(inspect_checkpoint(path, thorough=False))
+            checkpoint = inspect_checkpoint(path, thorough=False)
         except DataError as err:
             rank_zero_warn(f"skipping {err}")
+            continue
+        why = foreign(checkpoint, identity)
+        if why is not None:
+            rank_zero_warn(f"skipping {why}")
+            continue
+        found.append(checkpoint)
     # Newest first; at equal steps the step-named file, as last.ckpt is rewritten by the next save.
     for checkpoint in sorted(found, key=lambda c: (c.step, c.path.name != LAST), reverse=True):
         try:
-            return inspect_checkpoint(checkpoint.path)
+            inspect_checkpoint(checkpoint.path)
+            return checkpoint
         except DataError as err:
             rank_zero_warn(f"skipping {err}")
     return None
@@ -127,97 +239,42 @@ def latest_checkpoint(folder: Path) -> Checkpoint | None:
 
 @rank_zero_only
 def remove_unfinished_saves(folder: Path) -> None:
-    for temp in folder.glob(f".*{TEMP_SUFFIX}"):
+    """Remove the files and folders of saves a kill cut short; put back a sharded folder caught mid-swap."""
+    for old in folder.glob(f".*{OLD_SUFFIX}"):
+        final = folder / old.name[1:-len(OLD_SUFFIX)]
+        if final.exists():
+            _remove(old)
+        else:
+            rank_zero_warn(f"restoring {final} from {old}: the save replacing it was cut short")
+            os.replace(old, final)
+    for temp in [*folder.glob(f".*{TEMP_SUFFIX}"), *folder.glob(f".*{PARTIAL_SUFFIX}")]:
         rank_zero_warn(f"removing {temp}: a checkpoint save that was cut short")
-        temp.unlink(missing_ok=True)
+        _remove(temp)
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> Checkpoint | None:
-    """What `resume` starts from: None (nothing), `auto` (the newest valid checkpoint of this run directory,
-    None when there is none yet) or a checkpoint path, which must pass `inspect_checkpoint`."""
+def resolve_resume(resume: str | None, run_dir: Path, identity: dict | None = None) -> Checkpoint | None:
+    """What `resume` starts from: None (nothing), `auto` (the newest valid checkpoint of this run directory
+    that is this run's, None when there is none yet) or a checkpoint path, which must pass `inspect_checkpoint`
+    and be this run's."""
     if resume is None:
         return None
     if resume != AUTO:
         try:
-            return inspect_checkpoint(Path(resume))
+            checkpoint = inspect_checkpoint(Path(resume))
         except DataError as err:
             raise DataError(f"resume={resume}: cannot resume from it: {err}") from None
+        why = foreign(checkpoint, identity)
+        if why is not None:
+            raise DataError(f"resume={resume}: cannot resume from it: {why}. To start from its weights only, "
+                            "use architecture.init_from.path instead")
+        return checkpoint
     folder = run_dir / CHECKPOINTS
     found = None
     if folder.is_dir():
         remove_unfinished_saves(folder)
-        found = latest_checkpoint(folder)
+        found = latest_checkpoint(folder, identity)
     if found is None:
         rank_zero_info(f"resume=auto: no valid checkpoint in {folder}; starting from the beginning")
     else:
         rank_zero_info(f"resume=auto: resuming from {found.path} (step {found.step})")
     return found
-
-
-class ResumableCSVLogger(CSVLogger):
-    """Lightning's CSV logger writing every row as it is logged, so a killed run loses none (see MetricsWriter)."""
-
-    def __init__(self, run_dir: Path, resume_step: int | None = None):
-        super().__init__(run_dir, name="csv", version="", flush_logs_every_n_steps=1)
-        self._resume_step = resume_step
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = MetricsWriter(self.log_dir, self._resume_step)
-        return self._experiment
-
-
-class MetricsWriter(ExperimentWriter):
-    """Lightning's metrics.csv writer, safe against kills at any moment.
-
-    Lightning deletes the file of an earlier run in the same folder, and rewrites it in place when a new column
-    appears. Here a run resumed after step c keeps the rows of the steps its checkpoint covers, and every
-    rewrite goes through a temporary file and a rename."""
-
-    def __init__(self, log_dir: str, resume_step: int | None):
-        self._resume_step = resume_step
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        path = Path(self.metrics_file_path)
-        if self._resume_step is None or not path.is_file():
-            return super()._check_log_dir_exists()
-        kept = kept_rows(path, self._resume_step)
-        self.metrics_keys = sorted({key for _, values in kept for key in values} | {"step"})
-        _write_rows(path, self.metrics_keys, [{**values, "step": step} for step, values in kept])
-
-    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
-        with open(self.metrics_file_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        _write_rows(Path(self.metrics_file_path), fieldnames, rows)
-
-
-def _write_rows(path: Path, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
-    temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
-    with open(temp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temp, path)
-
-
-def kept_rows(metrics: Path, resume_step: int) -> list[tuple[int, dict[str, str]]]:
-    """The rows of `metrics` that a run resumed after step `resume_step` will not log again, as (step, values),
-    the values as written (copied digit for digit).
-
-    Lightning labels training rows with the steps completed (the module logs `step`), learning-rate and
-    validation rows with the steps completed before the batch or validation they describe. So a run resumed
-    after step c logs again every row labelled above c, and those labelled c except the training row."""
-    text = metrics.read_text()
-    if not text.endswith("\n"):  # the last row was cut short by the kill
-        text = text[:text.rfind("\n") + 1]
-    kept = []
-    for row in csv.DictReader(io.StringIO(text)):
-        values = {key: value for key, value in row.items() if key and value not in ("", None)}
-        step = values.pop("step", "")
-        if step.isdigit() and (int(step) < resume_step or (int(step) == resume_step and TRAIN_ROW_KEY in values)):
-            kept.append((int(step), values))
-    return kept

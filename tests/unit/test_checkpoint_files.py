@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from seqlab.errors import DataError
-from seqlab.fault import AtomicCheckpointIO, inspect_checkpoint, kept_rows, latest_checkpoint, resolve_resume
+from seqlab.fault import AtomicCheckpointIO, inspect_checkpoint, latest_checkpoint, resolve_resume
+from seqlab.metrics_log import kept_rows
 
 
 def _checkpoint(step: int, weight: float = 1.0) -> dict:

@@ -32,7 +32,7 @@ from seqlab.data.filters import Filters
 from seqlab.data.merge import FileResult, check_output, finalize, move_into_place, part_folder, write_part_folder
 from seqlab.data.plan import PART_BYTES, FileTask, assign, plan_digest, plan_tasks
 from seqlab.data.store import PreparedCorpus, token_dtype, tokenizer_entry
-from seqlab.errors import ConfigError
+from seqlab.errors import ConfigError, WriteError, write_failure
 from seqlab.tokenizer import Tokenizer
 
 # Batches bound memory (at most ~16M characters plus one document, itself at most max_document_bytes) while
@@ -154,6 +154,11 @@ def prepare_corpus(
             finalize(tmp, tasks, report, options, {r.index: (parts_dir, r) for r in results}, progress)
             shutil.rmtree(parts_dir)
         move_into_place(tmp, out_dir)
+    except OSError as err:  # the inputs' own errors are counted where they are read: this is a write
+        file = err.filename if isinstance(err.filename, str) else tmp
+        failure = write_failure(file, err)
+        raise WriteError(failure.path, f"{failure.cause}. Nothing was written to {out_dir}"
+                         + (" (the corpus there is as it was)" if out_dir.exists() else "")) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir if num_shards > 1 else PreparedCorpus.open(out_dir)

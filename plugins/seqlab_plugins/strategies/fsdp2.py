@@ -8,8 +8,10 @@ GPU-only ones (`fsdp`, `fairscale_fsdp`) point here.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from pytorch_lightning.strategies import ModelParallelStrategy
@@ -21,6 +23,7 @@ from torch.distributed.fsdp import (
 
 from seqlab.config import StrategyConfig
 from seqlab.errors import require
+from seqlab.fault import partial_folder, seal_sharded
 from seqlab.interfaces import StrategySetup
 from seqlab.registry import STRATEGIES
 
@@ -68,6 +71,24 @@ class DataParallelFSDP2(ModelParallelStrategy):
     def _configure_launcher(self) -> None:
         self._data_parallel_size = self.num_nodes * self.num_processes
         super()._configure_launcher()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        """A sharded checkpoint is written whole or not at all: every rank writes its shard into a hidden
+        `.NAME.partial` folder; once all have, rank 0 records each file's size in a completion marker and
+        renames the folder to NAME (seqlab.fault.seal_sharded). A kill mid-save leaves the previous checkpoints
+        untouched and only a hidden folder, which the next `resume=auto` removes."""
+        if not self._save_distributed_checkpoint or storage_options is not None:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(self.broadcast(str(filepath)))
+        temp = partial_folder(path)
+        if self.global_rank == 0 and temp.exists():
+            shutil.rmtree(temp)  # left by an earlier save of this name that was cut short
+        self.barrier("seqlab.sharded_save.start")
+        super().save_checkpoint(checkpoint, temp)
+        self.barrier("seqlab.sharded_save.written")
+        if self.global_rank == 0:
+            seal_sharded(temp, path, self.world_size)
+        self.barrier("seqlab.sharded_save.sealed")
 
 
 @STRATEGIES.register("fsdp2", config=FSDP2Config)
