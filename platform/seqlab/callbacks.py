@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_info
 
 from seqlab.budget import example_costs
 from seqlab.config import TrainerConfig
 from seqlab.registry import ARCHITECTURES
+from seqlab.run_checkpoint import RunCheckpoint
 from seqlab.throughput import device_peak_flops
 
 
@@ -102,19 +103,8 @@ def _device_name(device: torch.device) -> str:
 
 def standard_callbacks(cfg: TrainerConfig, run_dir: Path) -> list[pl.Callback]:
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="step{step:07.0f}",
-            auto_insert_metric_name=False,
-            every_n_train_steps=cfg.checkpoint_every_n_steps,
-            monitor="step",
-            mode="max",
-            save_top_k=cfg.keep_last_checkpoints,
-            save_last=True,
-            # A resumed run saving a step again replaces that step's file (atomically) instead of adding
-            # step...-v1.ckpt beside a file left by the killed run.
-            enable_version_counter=False,
-        ),
+        RunCheckpoint(run_dir / "checkpoints", cfg.checkpoint_every_n_steps, cfg.keep_last_checkpoints,
+                      cfg.preemption),
         LearningRateMonitor(logging_interval="step"),
         TokenThroughput(cfg.precision, cfg.peak_flops),
     ]

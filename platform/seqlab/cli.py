@@ -66,6 +66,10 @@ def _hydra_command(command: str, overrides: list[str], config_name: str, help_te
     from omegaconf import DictConfig
 
     from seqlab.experiment import check_experiment, composition_errors, experiments_dir, plugins_dir_override, setup
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from seqlab.guard import DivergenceError
+    from seqlab.preemption import Preempted
 
     setup(plugins_dir_override(overrides))
     check_experiment(overrides)
@@ -77,9 +81,16 @@ def _hydra_command(command: str, overrides: list[str], config_name: str, help_te
         sys.argv = command_line
         try:
             task(cfg, HydraConfig.get())
+        except Preempted as err:  # not an error: the checkpoint is written, and the same command continues
+            if rank_zero_only.rank == 0:  # every rank stops on the same agreed signal: say it once
+                print(f"seqlab {command}: {err}", file=sys.stderr)
+            raise SystemExit(err.exit_code) from None
         except SeqlabError as err:
-            # A user error: one clear message, not a traceback from inside the library.
-            print(f"seqlab {command}: error: {err}", file=sys.stderr)
+            # A user error: one clear message, not a traceback from inside the library. Every rank reaches the
+            # same divergence verdict, so rank 0 alone says it; other errors can be one rank's own (its disk).
+            rank = rank_zero_only.rank
+            if rank == 0 or not isinstance(err, DivergenceError):
+                print(f"seqlab {command}: error: " + (f"[rank {rank}] " if rank else "") + str(err), file=sys.stderr)
             raise SystemExit(2) from None
 
     app = hydra.main(version_base=None, config_path=str(experiments_dir()), config_name=config_name)(job)

@@ -13,11 +13,16 @@ from pytorch_lightning.utilities import rank_zero_warn
 from seqlab.config import RunConfig
 from seqlab.data.streams import Stream
 from seqlab.freeze import FreezeSchedule
+from seqlab.fault import WORLD_SIZE_KEY
 from seqlab.guard import DivergenceError, DivergenceGuard
+from seqlab.identity import IDENTITY_KEY
 from seqlab.interfaces import Batch, LossOutput, StrategySetup
 from seqlab.optim import build_optimizer
 from seqlab.registry import ARCHITECTURES
 from seqlab.warm_start import warm_start
+
+OBJECTIVE_LOSS_RESULTS = "training_step.train/loss_"  # Lightning's result keys of the per-objective means
+TRAIN_SUMS_KEY = "train_sums"  # checkpoint entry: (2, K) per-objective loss sum and tokens since the last row
 
 
 def compile_blocks(model: torch.nn.Module, mode: str | None) -> None:
@@ -65,6 +70,7 @@ class SeqLabModule(pl.LightningModule):
         self.guard = DivergenceGuard(run.trainer.divergence, self.objective_names)
         self._skip_step = False  # a micro-batch of the current optimizer step diverged (action=skip)
         self._freeze = FreezeSchedule(run.trainer.freeze, run.strategy.name)  # trainer.freeze
+        self.identity: dict[str, Any] | None = None  # what the checkpoints record as theirs (seqlab/identity.py)
 
     def configure_model(self) -> None:
         """Build the model here, not in __init__, so sharding strategies can build it where it will live.
@@ -103,6 +109,12 @@ class SeqLabModule(pl.LightningModule):
         micro = batch_idx % self.trainer.accumulate_grad_batches
         key = (Stream.MODEL, self.run.seed, self.global_step, self.trainer.global_rank, micro)
         torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
+        # Lightning writes a logged key's last value into every later row until it is logged again, so an
+        # objective without rows since the last logged row would repeat an older mean (and a resumed run,
+        # which has no older mean, would differ). Forgetting the values makes such a cell empty.
+        for name, result in (getattr(self.trainer, "_results", None) or {}).items():
+            if name.startswith(OBJECTIVE_LOSS_RESULTS):
+                result.reset()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model.loss(batch)
@@ -177,10 +189,18 @@ class SeqLabModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Running means decide spikes: a resumed run must judge its next steps like the uninterrupted one.
         checkpoint["divergence_guard"] = self.guard.state_dict()
+        # The per-objective sums since the last logged row: the next row of a resumed run covers them too.
+        checkpoint[TRAIN_SUMS_KEY] = self._train_sums.detach().cpu().clone()
+        checkpoint[WORLD_SIZE_KEY] = self.trainer.world_size if self._trainer is not None else 1
+        if self.identity is not None:
+            checkpoint[IDENTITY_KEY] = self.identity
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "divergence_guard" in checkpoint:
             self.guard.load_state_dict(checkpoint["divergence_guard"])
+        sums = checkpoint.get(TRAIN_SUMS_KEY)
+        if isinstance(sums, torch.Tensor) and sums.shape == self._train_sums.shape:
+            self._train_sums.copy_(sums)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._accumulate(self._val_sums, self.model.loss(batch), batch["objective"])

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from seqlab.budget import FlopCounter
 from seqlab.callbacks import standard_callbacks
@@ -19,13 +22,18 @@ from seqlab.config import RunConfig
 from seqlab.data.loader import StreamSpec
 from seqlab.data.store import PreparedCorpus, check_tokenizer
 from seqlab.datamodule import SeqLabDataModule
-from seqlab.errors import ConfigError, DataError
+from seqlab.errors import ConfigError, DataError, WriteError, write_failure
 from seqlab.evaluation.callback import PeriodicEval
-from seqlab.fault import AtomicCheckpointIO, ResumableCSVLogger, resolve_resume
+from seqlab.fault import CHECKPOINTS, AtomicCheckpointIO, Checkpoint, latest_checkpoint, resolve_resume
+from seqlab.identity import RESUMES, data_identity, describe_changes, review_resume, run_identity
 from seqlab.interfaces import FeatureConverter, Features, Objective, Rows, StrategySetup
+from seqlab.metrics_log import ResumableCSVLogger
 from seqlab.module import SeqLabModule
+from seqlab.preemption import Preempted, requeue
+from seqlab.preemption import install as install_preemption
 from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
 from seqlab.tokenizer import Tokenizer
+
 RESOLVED_CONFIG = "config.resolved.yaml"
 
 
@@ -37,6 +45,7 @@ class Components:
     module: SeqLabModule
     datamodule: SeqLabDataModule
     strategy: StrategySetup
+    identity: dict  # what makes a checkpoint this run's (seqlab/identity.py)
 
 
 def build_components(run: RunConfig) -> Components:
@@ -46,12 +55,16 @@ def build_components(run: RunConfig) -> Components:
     converter = architecture.feature_converter(run.architecture, pad_id=tokenizer.pad_id)
     probe_lengths(objective, converter, tokenizer, run.data.seq_len)
     prepared = DATA_SOURCES.build(run.data).prepared_dir(tokenizer, Path(run.cache_dir))
-    check_tokenizer(PreparedCorpus.open(prepared), tokenizer)
+    corpus = PreparedCorpus.open(prepared)
+    check_tokenizer(corpus, tokenizer)
+    identity = run_identity(run.architecture, tokenizer.vocab_size, tokenizer.sha256(), objective.names,
+                            data_identity(corpus.shards, run.data.languages, run.data.val_fraction))
     spec = StreamSpec(prepared_dir=prepared, data=run.data, separator_id=tokenizer.token_id("[DOC]"), seed=run.seed)
     strategy = STRATEGIES.build(run.strategy)
     module = SeqLabModule(run, vocab_size=tokenizer.vocab_size, objective_names=objective.names,
                           setup=strategy)
-    return Components(tokenizer, module, SeqLabDataModule(spec, objective, converter), strategy)
+    module.identity = identity
+    return Components(tokenizer, module, SeqLabDataModule(spec, objective, converter), strategy, identity)
 
 
 def probe_features(objective: Objective, tokenizer: Tokenizer, rows: int, seed: int = 0) -> Features:
@@ -83,7 +96,7 @@ def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup,
         logger = TensorBoardLogger(run_dir, name="tensorboard", version="")
     else:
         logger = ResumableCSVLogger(run_dir, resume_step)
-    return pl.Trainer(
+    trainer = pl.Trainer(
         default_root_dir=run_dir,
         max_steps=t.max_steps,
         val_check_interval=t.val_check_interval,
@@ -104,33 +117,81 @@ def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup,
         use_distributed_sampler=False,  # each rank draws its own share of the stream (see the sampler)
         plugins=[AtomicCheckpointIO()],
     )
+    install_preemption(trainer, t.preemption)
+    return trainer
 
 
 @rank_zero_only
 def save_resolved_config(run: RunConfig, run_dir: Path) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RESOLVED_CONFIG
-    path.write_text(yaml.safe_dump(dataclasses.asdict(run), sort_keys=False, allow_unicode=True))
+    return write_text_atomically(run_dir / RESOLVED_CONFIG,
+                                 yaml.safe_dump(dataclasses.asdict(run), sort_keys=False, allow_unicode=True))
+
+
+def write_text_atomically(path: Path, text: str, append: bool = False) -> Path:
+    """Write (or append to) a small text file through a temporary file and a rename; WriteError on failure."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        before = path.read_text() if append and path.is_file() else ""
+        temp.write_text(before + text)
+        os.replace(temp, path)
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        raise write_failure(path, err) from None
     return path
 
 
-def train(run: RunConfig, run_dir: Path) -> pl.Trainer:
-    """Fit one run into `run_dir` (config, checkpoints, metrics); returns the finished trainer."""
+@rank_zero_only
+def record_resume(run_dir: Path, resume: Checkpoint, record: dict) -> None:
+    """Say what a resumed run changed, and append it to RUN_DIR/resumes.jsonl."""
+    if record["allowed"]:
+        rank_zero_warn(f"resuming from {resume.path} with changes allowed by resume_allow: "
+                       + describe_changes({k: tuple(v) for k, v in record["allowed"].items()}))
+    entry = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "checkpoint": str(resume.path),
+             "step": resume.step, **record}
+    write_text_atomically(run_dir / RESUMES, json.dumps(entry, default=str) + "\n", append=True)
+
+
+def train(run: RunConfig, run_dir: Path) -> pl.Trainer | None:
+    """Fit one run into `run_dir` (config, checkpoints, metrics); returns the finished trainer, or None when
+    `resume` found the run already finished (nothing is trained or written then).
+
+    Raises Preempted (after the checkpoint is written) when a preemption signal stopped the run, and WriteError
+    naming the last intact checkpoint when a file could not be written."""
     # Lightning's own pytree helper trips a torch deprecation on every batch transfer; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    save_resolved_config(run, run_dir)
     pl.seed_everything(run.seed, workers=True, verbose=False)
-    resume = resolve_resume(run.resume, run_dir)
     parts = build_components(run)
+    resume = resolve_resume(run.resume, run_dir, parts.identity)
+    if resume is not None and resume.step >= run.trainer.max_steps:
+        if rank_zero_only.rank == 0:
+            print(f"run already finished: {resume.path} is at step {resume.step}, and trainer.max_steps="
+                  f"{run.trainer.max_steps}; nothing to train. Raise trainer.max_steps to train on.")
+        return None
     callbacks: list[pl.Callback] = []
     if hasattr(ARCHITECTURES.get(run.architecture.name).factory, "training_flops"):
         callbacks.append(FlopCounter(run.architecture, parts.tokenizer.vocab_size))
     if run.eval.every_n_steps is not None and run.eval.tasks:
         callbacks.append(PeriodicEval(run.eval, parts.tokenizer, run.architecture, run_dir))
     trainer = build_trainer(run, run_dir, parts.strategy, callbacks, resume_step=resume.step if resume else None)
-    # weights_only: a checkpoint is data; loading it must not run code from the file.
-    trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(resume.path) if resume else None,
-                weights_only=True)
+    if resume is not None:
+        record = review_resume(resume.config, resume.world_size, run, trainer.world_size, f"checkpoint {resume.path}")
+        record_resume(run_dir, resume, record)
+    save_resolved_config(run, run_dir)
+    try:
+        # weights_only: a checkpoint is data; loading it must not run code from the file.
+        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=str(resume.path) if resume else None,
+                    weights_only=True)
+    except Preempted as stop:
+        requeued = requeue(run.trainer.preemption) if trainer.is_global_zero else None
+        raise Preempted(f"{stop}" + (f"; {requeued}" if requeued else "") + ". Run the same command with "
+                        "resume=auto to continue", stop.exit_code) from None
+    except WriteError as err:
+        intact = latest_checkpoint(run_dir / CHECKPOINTS, parts.identity) if (run_dir / CHECKPOINTS).is_dir() \
+            else None
+        raise WriteError(err.path, f"{err.cause}. Every file written before is intact; the last intact checkpoint "
+                         f"is {intact.path} (step {intact.step})" if intact else f"{err.cause}. No checkpoint of "
+                         "this run was written yet") from None
     if trainer.is_global_zero:
         print(summary(trainer, run_dir))
     return trainer

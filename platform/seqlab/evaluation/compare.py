@@ -24,7 +24,7 @@ from hydra.core.config_store import ConfigStore
 
 from seqlab.budget import UNITS, StreamCosts, example_costs
 from seqlab.config import RunConfig
-from seqlab.errors import require
+from seqlab.errors import ConfigError, require
 from seqlab.evaluation.harness import evaluate
 from seqlab.evaluation.model import SeqlabModel
 from seqlab.evaluation.runs import RESULTS, read_metrics
@@ -169,6 +169,9 @@ def run_one(run: RunConfig, run_dir: Path, vocab_size: int, tasks: dict,
             lengths: tuple[np.ndarray, np.ndarray]) -> dict[str, Any] | None:
     """Train and evaluate one model; its results on global rank 0, None on the other ranks."""
     trainer = train(run, run_dir)
+    if trainer is None:
+        raise ConfigError(f"{run_dir}: this job is already trained to trainer.max_steps={run.trainer.max_steps}; "
+                          "`seqlab report` renders the report again from finished jobs")
     if not trainer.is_global_zero:
         return None
     parameter_count = capability(ARCHITECTURES.get(run.architecture.name).factory, "parameter_count",
