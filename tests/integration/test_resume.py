@@ -1,105 +1,79 @@
-"""Killing `seqlab train` with SIGKILL and running the same command again: the run continues from its newest
-valid checkpoint and its metrics.csv holds exactly what an uninterrupted run logs.
+"""Killing `seqlab train` (SIGKILL), pre-empting it (SIGTERM) and running the same command again: the run
+continues from its newest valid checkpoint and its metrics.csv holds exactly what an uninterrupted run logs.
 
-The model has dropout and the objective is the paper's mixture (denoising noise, mixture choices), so the
-sampler position, the noise, the model's randomness, the schedule and the optimizer all have to be restored
-for the losses to match to the last digit.
+The model is the paper's seq2seq with dropout and the objective its mixture (denoising noise, mixture choices),
+so the sampler position, the noise, the model's randomness, the schedule and the optimizer all have to be
+restored for the losses to match to the last digit. The interruption points are drawn from a fixed seed and
+named in every failure message.
 """
-import csv
-import io
-import os
+import random
 import re
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
+from launch import launch, metrics_table, resumed_from, tail, train_command, train_steps
 
-OVERRIDES = ("trainer=smoke", "trainer.max_steps=12", "trainer.checkpoint_every_n_steps=4",
-             "trainer.keep_last_checkpoints=2", "trainer.val_check_interval=5", "trainer.deterministic=true",
-             "data.val_batches=1", "architecture.dropout=0.1", "resume=auto")
-TIMING_COLUMNS = ("train/tokens_per_s", "train/target_tokens_per_s", "train/mfu")  # wall-clock: differ between runs
+from seqlab.config_fault import EXIT_PREEMPTED
 
-
-def _command(run_dir: Path, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "seqlab", "train", *OVERRIDES, f"hydra.run.dir={run_dir}", f"cache_dir={cache}"]
-
-
-def _table(run_dir: Path) -> list[dict[str, str]]:
-    """metrics.csv without the timing columns; tolerant of a file being written."""
-    try:
-        text = (run_dir / "csv" / "metrics.csv").read_text()
-    except FileNotFoundError:
-        return []
-    text = text[:text.rfind("\n") + 1]
-    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(io.StringIO(text))]
-
-
-def _train_steps(run_dir: Path) -> set[int]:
-    return {int(row["step"]) for row in _table(run_dir) if row.get("train/loss")}
-
-
-def _run(run_dir: Path, cache: Path, log: Path, kill_when=None) -> int:
-    """Run the command; SIGKILL it as soon as `kill_when()` holds. Returns its exit status."""
-    env = {**os.environ, "PYTHONPATH": ""}
-    with open(log, "w") as out:
-        process = subprocess.Popen(_command(run_dir, cache), cwd=run_dir.parent, stdout=out,
-                                   stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 300
-        while process.poll() is None and time.monotonic() < deadline:
-            if kill_when is not None and kill_when():
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.002)
-        else:
-            if process.poll() is None:
-                process.kill()
-        return process.wait()
-
-
-def _resumed_from(log: Path) -> int | None:
-    for line in log.read_text().splitlines():
-        if "resume=auto: resuming from" in line:
-            return int(line.rsplit("(step ", 1)[1].rstrip(")"))
-    return None
+SEED = 16
+OVERRIDES = ("trainer=smoke", "architecture=seq2seq_tiny", "architecture.dropout=0.1", "trainer.max_steps=12",
+             "trainer.checkpoint_every_n_steps=4", "trainer.keep_last_checkpoints=2", "trainer.val_check_interval=5",
+             "trainer.deterministic=true", "data.val_batches=1", "resume=auto")
 
 
 @pytest.mark.slow
-def test_killed_three_times_the_run_logs_exactly_the_uninterrupted_run(tmp_path):
+def test_killed_pre_empted_and_killed_mid_save_the_run_logs_exactly_the_uninterrupted_run(tmp_path):
     cache = tmp_path / "cache"
     reference = tmp_path / "reference"
-    assert _run(reference, cache, tmp_path / "reference.log") == 0, (tmp_path / "reference.log").read_text()[-3000:]
-    expected = _table(reference)
+    log = tmp_path / "reference.log"
+    assert launch(train_command(reference, cache, *OVERRIDES), log) == 0, tail(log)
+    expected = metrics_table(reference)
     assert sorted(int(r["step"]) for r in expected if r.get("train/loss")) == list(range(1, 13))
 
+    rng = random.Random(SEED)
+    kill_row, term_row = rng.choice([5, 6, 7]), rng.choice([9, 10])
+    points = f"seed {SEED}: SIGKILL after row {kill_row}, SIGTERM after row {term_row}, SIGKILL mid-save of step 12"
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
-    kills = [
-        # Right after a checkpoint: step 4's row is logged just after its checkpoint is written.
-        ("after checkpoint 4", lambda: 4 in _train_steps(run)),
-        # Between checkpoints: steps 9 and 10 are done, and lost.
-        ("between checkpoints 8 and 12", lambda: 10 in _train_steps(run)),
-        # During a save: the temporary file of checkpoint 12 exists until its rename.
-        ("while saving checkpoint 12", lambda: any(checkpoints.glob(".step0000012.ckpt.*.tmp"))),
-    ]
-    for attempt, (point, condition) in enumerate(kills):
-        log = tmp_path / f"attempt{attempt}.log"
-        status = _run(run, cache, log, kill_when=condition)
-        if attempt < 2:  # these points are many steps before the end: the kill always lands
-            assert status == -signal.SIGKILL, f"{point}: exit status {status}\n{log.read_text()[-3000:]}"
-        if attempt > 0:
-            assert _resumed_from(log) is not None, f"{point}: did not resume\n{log.read_text()[-3000:]}"
+    command = train_command(run, cache, *OVERRIDES)
+
+    # Between checkpoints 4 and 8: the steps after 4 are lost, and trained again.
+    log = tmp_path / "killed.log"
+    assert launch(command, log, lambda: kill_row in train_steps(run)) == -signal.SIGKILL, f"{points}\n{tail(log)}"
+
+    # Pre-empted: the step in progress finishes, its checkpoint is written, the status says "retry".
+    log = tmp_path / "preempted.log"
+    status = launch(command, log, lambda: term_row in train_steps(run), sig=signal.SIGTERM)
+    assert status == EXIT_PREEMPTED, f"{points}: exit status {status}\n{tail(log)}"
+    assert resumed_from(log) == 4, f"{points}\n{tail(log)}"
+    saved = re.search(r"seqlab train: stopped by SIGTERM after step (\d+), saved in (\S+)\. Run the same command "
+                      r"with resume=auto to continue", log.read_text())
+    assert saved, f"{points}\n{tail(log)}"
+    preempted_step = int(saved.group(1))
+    assert preempted_step in (term_row, term_row + 1), points  # no step lost: at most the one in progress ran
+    assert saved.group(2) == str(checkpoints / f"step{preempted_step:07d}.ckpt")
+
+    # During a save: the temporary file of checkpoint 12 exists until its rename.
+    log = tmp_path / "killed_mid_save.log"
+    launch(command, log, lambda: any(checkpoints.glob(".step0000012.ckpt.*.tmp")))
+    assert resumed_from(log) == preempted_step, f"{points}\n{tail(log)}"
+
     final = tmp_path / "final.log"
-    assert _run(run, cache, final) == 0, final.read_text()[-3000:]
+    assert launch(command, final) == 0, tail(final)
     # A kill that caught checkpoint 12 mid-save leaves its temporary file, removed at the restart, and the run
-    # resumes from checkpoint 8; a kill just after its rename (while last.ckpt is written) resumes from 12.
+    # resumes from the pre-emption's checkpoint; a kill just after its rename resumes from 12.
     cut_short = re.search(r"removing \S+/\.step0000012\.ckpt\.\d+\.tmp: a checkpoint save that was cut short",
                           final.read_text())
-    assert _resumed_from(final) == (8 if cut_short else 12), final.read_text()[-3000:]
+    assert resumed_from(final) == (preempted_step if cut_short else 12), f"{points}\n{tail(final)}"
 
     # Row for row, the same table: losses per objective, tokens seen, learning rates, validation.
-    assert _table(run) == expected
+    assert metrics_table(run) == expected, points
     assert not list(checkpoints.glob(".*.tmp")), "an unfinished save was left behind"
-    assert {p.name for p in checkpoints.iterdir()} == {"last.ckpt", "step0000008.ckpt", "step0000012.ckpt"}
+    # keep_last_checkpoints=2: the newest two, the pre-emption's among them.
+    assert {p.name for p in checkpoints.iterdir()} == {"last.ckpt", f"step{preempted_step:07d}.ckpt",
+                                                       "step0000012.ckpt"}
+
+    # Relaunching the finished run trains nothing and says so.
+    again = tmp_path / "again.log"
+    assert launch(command, again) == 0, tail(again)
+    assert "run already finished: " in again.read_text() and metrics_table(run) == expected
