@@ -37,9 +37,11 @@ def _reference(tmp_path: Path, cache: Path, *overrides: str) -> list[dict[str, s
 
 @pytest.mark.distributed
 def test_ddp_pre_empted_on_rank_0_then_its_process_group_killed_resumes_bitwise(tmp_path, cache):
-    overrides = (*COMMON, "strategy=ddp", *TWO_RANKS, "data.batch_size=2", "trainer.max_steps=9",
+    # experiment=ddp_cpu: the shipped 2-process gloo experiment.
+    overrides = (*COMMON, "experiment=ddp_cpu", "data.batch_size=2", "trainer.max_steps=9",
                  "trainer.checkpoint_every_n_steps=4", "trainer.val_check_interval=5")
     expected = _reference(tmp_path, cache, *overrides)
+    assert "run finished after 9 steps" in (tmp_path / "reference.log").read_text()
     rng = random.Random(SEED)
     term_row, kill_row = rng.choice([2, 3]), rng.choice([6, 7])  # before and after checkpoint 4
     points = f"seed {SEED}: SIGTERM to rank 0 after row {term_row}, SIGKILL of the group after row {kill_row}"
@@ -99,6 +101,9 @@ def _sampler_state(checkpoint: Path) -> dict:
 def test_fsdp2_kill_mid_sharded_save_leaves_the_previous_checkpoint_and_resumes_bitwise(tmp_path, cache,
                                                                                        fsdp2_reference):
     expected = metrics_table(fsdp2_reference)
+    # Torch distributed checkpoint's layout: its metadata and one file per rank, with the completion marker.
+    files = {p.name for p in (fsdp2_reference / "checkpoints" / "step0000002.ckpt").iterdir()}
+    assert {".metadata", "meta.pt", "__0_0.distcp", "__1_0.distcp", COMPLETE} <= files, files
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "slow_seal.py").write_text(SLOW_SEAL)

@@ -163,7 +163,8 @@ def test_fsdp2_resumes_exactly_across_the_unfreeze(tmp_path, runs):
     root = runs["root"]
     overrides = ["trainer=smoke", "architecture=seq2seq_tiny", "strategy=fsdp2",
                  "trainer.accelerator=cpu", "trainer.devices=2",
-                 "trainer.max_steps=5", "trainer.checkpoint_every_n_steps=2", "trainer.deterministic=true",
+                 "trainer.max_steps=5", "trainer.checkpoint_every_n_steps=2", "trainer.keep_last_checkpoints=3",
+                 "trainer.deterministic=true",
                  "data.batch_size=1", "data.seq_len=64", "data.val_batches=0", f"cache_dir={root / 'cache'}",
                  f"architecture.init_from={{path: '{root / 'pretrained.ckpt'}'}}",
                  "trainer.freeze=[{module: encoder, until_step: 3}]"]

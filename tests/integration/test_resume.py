@@ -14,6 +14,8 @@ import pytest
 from launch import launch, metrics_table, resumed_from, tail, train_command, train_steps
 
 from seqlab.config_fault import EXIT_PREEMPTED
+from seqlab.experiment import compose_config, to_run_config
+from seqlab.train import train
 
 SEED = 16
 OVERRIDES = ("trainer=smoke", "architecture=seq2seq_tiny", "architecture.dropout=0.1", "trainer.max_steps=12",
@@ -22,7 +24,7 @@ OVERRIDES = ("trainer=smoke", "architecture=seq2seq_tiny", "architecture.dropout
 
 
 @pytest.mark.slow
-def test_killed_pre_empted_and_killed_mid_save_the_run_logs_exactly_the_uninterrupted_run(tmp_path):
+def test_killed_pre_empted_and_killed_mid_save_the_run_logs_exactly_the_uninterrupted_run(tmp_path, capsys):
     cache = tmp_path / "cache"
     reference = tmp_path / "reference"
     log = tmp_path / "reference.log"
@@ -73,7 +75,8 @@ def test_killed_pre_empted_and_killed_mid_save_the_run_logs_exactly_the_uninterr
     assert {p.name for p in checkpoints.iterdir()} == {"last.ckpt", f"step{preempted_step:07d}.ckpt",
                                                        "step0000012.ckpt"}
 
-    # Relaunching the finished run trains nothing and says so.
-    again = tmp_path / "again.log"
-    assert launch(command, again) == 0, tail(again)
-    assert "run already finished: " in again.read_text() and metrics_table(run) == expected
+    # Relaunching the finished run trains nothing and says so (in this process: the same train()).
+    again = to_run_config(compose_config([*OVERRIDES, f"cache_dir={cache}"]))
+    assert train(again, run) is None
+    assert f"run already finished: {checkpoints / 'step0000012.ckpt'} is at step 12" in capsys.readouterr().out
+    assert metrics_table(run) == expected

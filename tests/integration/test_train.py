@@ -1,6 +1,5 @@
 """End-to-end training on CPU: loss goes down, outputs land where the summary says, resume continues."""
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,21 +114,6 @@ def test_missing_tokenizer_says_how_to_make_one(tmp_path):
     assert "tokenizer.path=/nonexistent/tok.model: file not found" in result.stderr
     assert "seqlab tokenizer train CORPUS_PATH --output /nonexistent/tok.model" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path):
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-m", "seqlab", "train", "experiment=ddp_cpu", "trainer=smoke", f"hydra.run.dir={run_dir}",
-         f"cache_dir={tmp_path / 'cache'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "run finished after 6 steps" in result.stdout
-    assert sorted(_losses(run_dir / "csv" / "metrics.csv")) == [1, 2, 3, 4, 5, 6]
 
 
 def test_save_resolved_config_roundtrips(tmp_path):

@@ -127,3 +127,49 @@ def test_kept_rows_are_those_the_resumed_run_does_not_log_again(tmp_path):
                        ",,6,8.0")  # cut short by the kill
     assert kept_rows(metrics, 4) == [(3, {"lr": "0.1"}), (4, {"train/loss": "8.25"}),
                                      (3, {"epoch": "0", "val/loss": "7.5"})]
+
+
+def _sharded(folder, step: int, world_size: int = 2):
+    """A sharded checkpoint folder as FSDP2 writes it (Lightning's meta.pt, torch's .metadata, one file per
+    rank), sealed the way DataParallelFSDP2 seals it."""
+    from seqlab.fault import partial_folder, seal_sharded
+
+    final = folder / f"step{step:07d}.ckpt"
+    temp = partial_folder(final)
+    temp.mkdir(parents=True)
+    torch.save({k: v for k, v in _checkpoint(step).items() if k not in ("state_dict", "optimizer_states")},
+               temp / "meta.pt")
+    (temp / ".metadata").write_bytes(b"torch distributed checkpoint metadata")
+    for rank in range(world_size):
+        (temp / f"__{rank}_0.distcp").write_bytes(bytes(100))
+    seal_sharded(temp, final, world_size)
+    return final
+
+
+def test_a_sharded_folder_is_sealed_with_every_file_and_checked_file_by_file(tmp_path):
+    from seqlab.fault import COMPLETE
+
+    path = _sharded(tmp_path / "checkpoints", 4)
+    assert inspect_checkpoint(path).step == 4
+    assert os.listdir(tmp_path / "checkpoints") == ["step0000004.ckpt"]  # the hidden folder became it
+    (path / "__1_0.distcp").write_bytes(bytes(10))  # rank 1's shard cut short
+    with pytest.raises(DataError, match=f"shard file __1_0.distcp is 10 bytes, {COMPLETE} lists 100 bytes"):
+        inspect_checkpoint(path)
+    (path / "__1_0.distcp").unlink()
+    with pytest.raises(DataError, match="shard file __1_0.distcp is missing"):
+        inspect_checkpoint(path)
+
+
+def test_a_sharded_save_cut_short_is_removed_and_one_caught_mid_swap_put_back(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    older, newer = _sharded(folder, 4), _sharded(folder, 8)
+    # Killed between the two renames of replacing step 8: the complete old folder is aside, none in place.
+    os.replace(newer, folder / ".step0000008.ckpt.old")
+    (folder / ".step0000012.ckpt.partial").mkdir()  # and a later save that never finished
+    with pytest.warns(UserWarning) as warned:
+        found = resolve_resume("auto", tmp_path / "run")
+    messages = [str(w.message) for w in warned]
+    assert any(m.startswith(f"restoring {newer} from ") for m in messages), messages
+    assert any("removing" in m and ".step0000012.ckpt.partial" in m for m in messages), messages
+    assert (found.path, found.step) == (newer, 8)
+    assert sorted(os.listdir(folder)) == [older.name, newer.name]
