@@ -19,9 +19,11 @@ Compose an experiment from experiments/ and train it. Examples:
   seqlab train -m architecture=a,b seed=0,1     a Hydra multirun sweep
   seqlab train plugins_dir=./my_plugins         import extra plugin modules first
   seqlab train hydra.run.dir=DIR resume=auto    start, or continue DIR's run from its newest valid checkpoint
+  seqlab train hydra.run.dir=DIR resume=auto optim.lr=5e-4 resume_allow=[optim.lr]   continue with a change
   seqlab train --cfg job                        print the composed config and exit
 Config groups: objective, architecture, strategy, data, trainer, experiment (see `seqlab plugins`).
-Each run writes its resolved config, checkpoints and metrics under its output directory.
+Each run writes its resolved config, checkpoints and metrics under its output directory. On SIGTERM or SIGUSR1
+it finishes the step, checkpoints it and exits 75 (trainer.preemption; relaunch with resume=auto).
 """
 
 

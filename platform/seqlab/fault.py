@@ -210,9 +210,11 @@ def foreign(checkpoint: Checkpoint, identity: dict | None) -> str | None:
     return f"checkpoint {checkpoint.path} was written by another run: {'; '.join(differences)}"
 
 
-def latest_checkpoint(folder: Path, identity: dict | None = None) -> Checkpoint | None:
+def latest_checkpoint(folder: Path, identity: dict | None = None,
+                      foreign_paths: list[Path] | None = None) -> Checkpoint | None:
     """The newest checkpoint in `folder` that passes `inspect_checkpoint` and, given the run's identity, is
-    this run's; each one skipped is warned about, with the reason."""
+    this run's; each one skipped is warned about, with the reason, and those of other runs are appended to
+    `foreign_paths`."""
     found = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix != ".ckpt":
@@ -225,6 +227,8 @@ def latest_checkpoint(folder: Path, identity: dict | None = None) -> Checkpoint 
         why = foreign(checkpoint, identity)
         if why is not None:
             rank_zero_warn(f"skipping {why}")
+            if foreign_paths is not None:
+                foreign_paths.append(path)
             continue
         found.append(checkpoint)
     # Newest first; at equal steps the step-named file, as last.ckpt is rewritten by the next save.
@@ -269,10 +273,15 @@ def resolve_resume(resume: str | None, run_dir: Path, identity: dict | None = No
                             "use architecture.init_from.path instead")
         return checkpoint
     folder = run_dir / CHECKPOINTS
-    found = None
+    found, others = None, []
     if folder.is_dir():
         remove_unfinished_saves(folder)
-        found = latest_checkpoint(folder, identity)
+        found = latest_checkpoint(folder, identity, others)
+    if found is None and others:
+        # Starting afresh here would overwrite the other run's step files with this run's.
+        raise DataError(f"resume=auto: every checkpoint in {folder} that loads is another run's "
+                        f"({', '.join(p.name for p in others)}; the warnings above say how they differ). Use another "
+                        "hydra.run.dir for this run, or move them away")
     if found is None:
         rank_zero_info(f"resume=auto: no valid checkpoint in {folder}; starting from the beginning")
     else:

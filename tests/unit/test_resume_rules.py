@@ -127,3 +127,12 @@ def test_each_resume_is_appended_to_the_run_record(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / RESUMES).read_text().splitlines()]
     assert [line["allowed"] for line in lines] == [{}, {"optim.lr": [0.002, 0.001]}]
     assert lines[0]["checkpoint"] == str(checkpoint.path) and lines[0]["step"] == 10
+
+
+def test_auto_refuses_to_start_afresh_over_another_runs_checkpoints(tmp_path):
+    run, other = _run(), _run("architecture=decoder_only")
+    _save(tmp_path / "checkpoints" / "step0000010.ckpt", 10, other, _identity(other))
+    with pytest.warns(UserWarning, match="was written by another run"):
+        with pytest.raises(DataError, match=r"resume=auto: every checkpoint in .* that loads is another run's "
+                                            r"\(step0000010.ckpt; .*Use another hydra.run.dir"):
+            resolve_resume("auto", tmp_path, _identity(run))
