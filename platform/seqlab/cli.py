@@ -70,7 +70,6 @@ def _hydra_command(command: str, overrides: list[str], config_name: str, help_te
     from seqlab.experiment import check_experiment, composition_errors, experiments_dir, plugins_dir_override, setup
     from pytorch_lightning.utilities import rank_zero_only
 
-    from seqlab.guard import DivergenceError
     from seqlab.preemption import Preempted
 
     setup(plugins_dir_override(overrides))
@@ -88,10 +87,10 @@ def _hydra_command(command: str, overrides: list[str], config_name: str, help_te
                 print(f"seqlab {command}: {err}", file=sys.stderr)
             raise SystemExit(err.exit_code) from None
         except SeqlabError as err:
-            # A user error: one clear message, not a traceback from inside the library. Every rank reaches the
-            # same divergence verdict, so rank 0 alone says it; other errors can be one rank's own (its disk).
+            # A user error: one clear message, not a traceback from inside the library. An error every rank
+            # raised alike (a divergence verdict) is said by rank 0 alone; others can be one rank's own (its disk).
             rank = rank_zero_only.rank
-            if rank == 0 or not isinstance(err, DivergenceError):
+            if rank == 0 or not err.agreed:
                 print(f"seqlab {command}: error: " + (f"[rank {rank}] " if rank else "") + str(err), file=sys.stderr)
             raise SystemExit(2) from None
 

@@ -9,6 +9,9 @@ import re
 class SeqlabError(Exception):
     """Base class: the message names the field, file or plugin and the offending value."""
 
+    # Raised alike on every rank (a verdict they agreed on): the command line prints it on rank 0 only.
+    agreed = False
+
 
 class ConfigError(SeqlabError, ValueError):
     """A configuration value is out of range, of the wrong type, or names nothing that exists."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import resource
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -94,6 +95,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+
+
+def storage_error(err: BaseException, folder: Path) -> str | None:
+    """Why a save into `folder` failed, when storage is the reason: `err`'s own OSError, or the first failing
+    rank's in the CheckpointException that torch distributed checkpoint raises on every rank (its failures map
+    ranks to (exception, traceback)). torch.save into a file object reports a failed write only as "unexpected
+    pos"; its cause is then read from the file-size limit and the free space. None: not a storage error."""
+    failures = getattr(err, "failures", None)
+    causes = [failure[0] if isinstance(failure, tuple) else failure
+              for _, failure in sorted(failures.items())] if isinstance(failures, dict) else [err]
+    for cause in causes:
+        if isinstance(cause, OSError):
+            return write_failure(folder, cause).cause
+    if not any(isinstance(cause, RuntimeError) and "unexpected pos" in str(cause) for cause in causes):
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"a write was cut short: File too large (EFBIG), the file-size limit (ulimit -f) is {limit} bytes"
+    free = shutil.disk_usage(folder).free
+    return f"a write was cut short: {free} bytes are free on the filesystem " + \
+        ("(No space left on device, ENOSPC)" if free < 1 << 26 else "(a quota, or an I/O error)")
 
 
 def partial_folder(path: Path) -> Path:

@@ -20,6 +20,8 @@ from seqlab.errors import SeqlabError
 class DivergenceError(SeqlabError):
     """The training loss diverged and trainer.divergence.action=stop."""
 
+    agreed = True  # every rank judges the same summed losses
+
 
 @dataclass(frozen=True)
 class Problem:

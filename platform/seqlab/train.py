@@ -19,10 +19,10 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from seqlab.budget import FlopCounter
 from seqlab.callbacks import standard_callbacks
 from seqlab.config import RunConfig
-from seqlab.data.loader import StreamSpec
+from seqlab.data.loader import StreamSpec, open_views
 from seqlab.data.store import PreparedCorpus, check_tokenizer
 from seqlab.datamodule import SeqLabDataModule
-from seqlab.errors import ConfigError, DataError, WriteError, write_failure
+from seqlab.errors import ConfigError, DataError, SeqlabError, WriteError, write_failure
 from seqlab.evaluation.callback import PeriodicEval
 from seqlab.fault import CHECKPOINTS, AtomicCheckpointIO, Checkpoint, latest_checkpoint, resolve_resume
 from seqlab.identity import RESUMES, data_identity, describe_changes, review_resume, run_identity
@@ -35,6 +35,8 @@ from seqlab.registry import ARCHITECTURES, DATA_SOURCES, OBJECTIVES, STRATEGIES
 from seqlab.tokenizer import Tokenizer
 
 RESOLVED_CONFIG = "config.resolved.yaml"
+# What gloo and NCCL say in a collective whose peer process is gone.
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted")
 
 
 @dataclass
@@ -60,6 +62,7 @@ def build_components(run: RunConfig) -> Components:
     identity = run_identity(run.architecture, tokenizer.vocab_size, tokenizer.sha256(), objective.names,
                             data_identity(corpus.shards, run.data.languages, run.data.val_fraction))
     spec = StreamSpec(prepared_dir=prepared, data=run.data, separator_id=tokenizer.token_id("[DOC]"), seed=run.seed)
+    open_views(spec, "train")  # data.languages that match nothing fail here, before any trainer or rank starts
     strategy = STRATEGIES.build(run.strategy)
     module = SeqLabModule(run, vocab_size=tokenizer.vocab_size, objective_names=objective.names,
                           setup=strategy)
@@ -186,12 +189,22 @@ def train(run: RunConfig, run_dir: Path) -> pl.Trainer | None:
         requeued = requeue(run.trainer.preemption) if trainer.is_global_zero else None
         raise Preempted(f"{stop}" + (f"; {requeued}" if requeued else "") + ". Run the same command with "
                         "resume=auto to continue", stop.exit_code) from None
+    except RuntimeError as err:
+        # A rank whose peer stopped (its own error, printed by it) fails in the next collective: say so in one
+        # line rather than with a traceback from inside the communication library.
+        sign = next((sign for sign in PEER_LOST if sign in str(err)), None)
+        if trainer.world_size > 1 and sign is not None:
+            raise SeqlabError(f"stopped: another rank ended ({sign} in a collective); its message says why") \
+                from None
+        raise
     except WriteError as err:
         intact = latest_checkpoint(run_dir / CHECKPOINTS, parts.identity) if (run_dir / CHECKPOINTS).is_dir() \
             else None
-        raise WriteError(err.path, f"{err.cause}. Every file written before is intact; the last intact checkpoint "
-                         f"is {intact.path} (step {intact.step})" if intact else f"{err.cause}. No checkpoint of "
-                         "this run was written yet") from None
+        failure = WriteError(err.path, f"{err.cause}. Every file written before is intact; the last intact "
+                             f"checkpoint is {intact.path} (step {intact.step})" if intact else f"{err.cause}. No "
+                             "checkpoint of this run was written yet")
+        failure.agreed = err.agreed
+        raise failure from None
     if trainer.is_global_zero:
         print(summary(trainer, run_dir))
     return trainer

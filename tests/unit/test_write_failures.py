@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -160,3 +161,59 @@ def test_a_full_disk_during_training_names_the_last_intact_checkpoint(tmp_path, 
         f"before is intact; the last intact checkpoint is {checkpoints / 'step0000002.ckpt'} (step 2)")
     assert sorted(os.listdir(checkpoints)) == ["last.ckpt", "step0000002.ckpt"]
     assert fault.inspect_checkpoint(checkpoints / "step0000002.ckpt").step == 2
+
+
+def test_the_cause_of_a_failed_sharded_save_is_found_in_torchs_checkpoint_exception(tmp_path):
+    import traceback
+
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from seqlab.fault import storage_error
+
+    def failed(*causes):
+        return CheckpointException("save failed", {rank: (cause, traceback.StackSummary())
+                                                   for rank, cause in enumerate(causes)})
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert storage_error(failed(ValueError("planner"), full), tmp_path) == "No space left on device (ENOSPC)"
+    assert storage_error(full, tmp_path) == "No space left on device (ENOSPC)"
+    assert storage_error(failed(ValueError("a bug")), tmp_path) is None
+    assert storage_error(RuntimeError("a bug"), tmp_path) is None
+    # torch.save into a file object says only "unexpected pos": the cause is read from the limits.
+    cut = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    assert storage_error(failed(cut, cut), tmp_path).startswith("a write was cut short: ")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_a_file_size_limit_on_two_ranks_stops_with_one_message_and_no_traceback(tmp_path, strategy):
+    """DDP: rank 0 writes the file and says why; rank 1 finds its peer gone. FSDP2 (sharded): every rank writes
+    its shard and torch raises on all of them, so rank 0 alone says it, and the unsealed folder is removed."""
+    import resource
+
+    def limit() -> None:  # 4 MiB per file: the first checkpoint (12 MB, or 7.5 MB per shard) cannot be written
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+    run_dir = tmp_path / "run"
+    where = ["experiment=ddp_cpu"] if strategy == "ddp" else ["strategy=fsdp2", "trainer.accelerator=cpu",
+                                                              "trainer.devices=2"]
+    result = subprocess.run([sys.executable, "-m", "seqlab", "train", *where, "trainer=smoke", "data.batch_size=2",
+                             f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=limit,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("seqlab train: error: ")]
+    checkpoint = run_dir / "checkpoints" / "step0000003.ckpt"
+    cause = "File too large (EFBIG)" if strategy == "ddp" else \
+        "a write was cut short: File too large (EFBIG), the file-size limit (ulimit -f) is 4194304 bytes"
+    assert errors[0] == f"seqlab train: error: cannot write {checkpoint}: {cause}. No checkpoint of this run was " \
+                        "written yet", result.stderr[-3000:]
+    if strategy == "ddp":
+        assert len(errors) == 2 and re.fullmatch(
+            r"seqlab train: error: \[rank 1\] stopped: another rank ended \(Connection (closed|reset) by peer in a "
+            r"collective\); its message says why", errors[1]), errors
+    else:
+        assert len(errors) == 1, errors
+    assert os.listdir(run_dir / "checkpoints") == []  # no temporary file or folder

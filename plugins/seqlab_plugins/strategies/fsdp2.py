@@ -22,8 +22,8 @@ from torch.distributed.fsdp import (
 )
 
 from seqlab.config import StrategyConfig
-from seqlab.errors import require
-from seqlab.fault import partial_folder, seal_sharded
+from seqlab.errors import WriteError, require
+from seqlab.fault import partial_folder, seal_sharded, storage_error
 from seqlab.interfaces import StrategySetup
 from seqlab.registry import STRATEGIES
 
@@ -84,7 +84,17 @@ class DataParallelFSDP2(ModelParallelStrategy):
         if self.global_rank == 0 and temp.exists():
             shutil.rmtree(temp)  # left by an earlier save of this name that was cut short
         self.barrier("seqlab.sharded_save.start")
-        super().save_checkpoint(checkpoint, temp)
+        try:
+            super().save_checkpoint(checkpoint, temp)
+        except BaseException as err:  # CheckpointException is a BaseException
+            cause = storage_error(err, path.parent)
+            if cause is None:
+                raise
+            if self.global_rank == 0:
+                shutil.rmtree(temp, ignore_errors=True)
+            failure = WriteError(path, cause)
+            failure.agreed = True  # torch raised it on every rank: rank 0 alone says so
+            raise failure from None
         self.barrier("seqlab.sharded_save.written")
         if self.global_rank == 0:
             seal_sharded(temp, path, self.world_size)
