@@ -6,11 +6,8 @@ and logs the same losses as a run that was never interrupted (metrics_log.py kee
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import resource
-import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +19,14 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from seqlab.errors import DataError, write_failure
 from seqlab.identity import identity_differences, saved_identity
+from seqlab.sharded import OLD_SUFFIX, PARTIAL_SUFFIX, SHARDED_METADATA, check_sharded, fsync_folder, remove
 
 AUTO = "auto"
 CHECKPOINTS = "checkpoints"  # the folder of a run's checkpoints, under its run directory
 LAST = "last.ckpt"
 TEMP_SUFFIX = ".tmp"  # hidden `.NAME.PID.tmp` files: saves in progress, or cut short by a kill
-PARTIAL_SUFFIX = ".partial"  # hidden `.NAME.partial` folders: sharded saves in progress, or cut short
-OLD_SUFFIX = ".old"  # hidden `.NAME.old`: the sharded folder a new one with its name is replacing
-COMPLETE = "seqlab.complete.json"  # written into a sharded folder once every rank's files are on disk
 # What Lightning needs to resume training; a file without them holds weights only.
 REQUIRED_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "loops", "global_step", "callbacks")
-SHARDED_METADATA = ("meta.pt", ".metadata")  # Lightning's and torch distributed checkpoint's
 WORLD_SIZE_KEY = "seqlab_world_size"  # ranks that wrote the checkpoint (the global batch is theirs x batch)
 
 
@@ -52,15 +46,6 @@ class _Recorder:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the folder's entries (a rename) durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -85,7 +70,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, path)
-            _fsync_folder(path.parent)
+            fsync_folder(path.parent)
         except (OSError, RuntimeError) as err:
             temp.unlink(missing_ok=True)
             cause = recorder.error if recorder is not None and recorder.error is not None else err
@@ -95,85 +80,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-
-
-def storage_error(err: BaseException, folder: Path) -> str | None:
-    """Why a save into `folder` failed, when storage is the reason: `err`'s own OSError, or the first failing
-    rank's in the CheckpointException that torch distributed checkpoint raises on every rank (its failures map
-    ranks to (exception, traceback)). torch.save into a file object reports a failed write only as "unexpected
-    pos"; its cause is then read from the file-size limit and the free space. None: not a storage error."""
-    failures = getattr(err, "failures", None)
-    causes = [failure[0] if isinstance(failure, tuple) else failure
-              for _, failure in sorted(failures.items())] if isinstance(failures, dict) else [err]
-    for cause in causes:
-        if isinstance(cause, OSError):
-            return write_failure(folder, cause).cause
-    if not any(isinstance(cause, RuntimeError) and "unexpected pos" in str(cause) for cause in causes):
-        return None
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY:
-        return f"a write was cut short: File too large (EFBIG), the file-size limit (ulimit -f) is {limit} bytes"
-    free = shutil.disk_usage(folder).free
-    return f"a write was cut short: {free} bytes are free on the filesystem " + \
-        ("(No space left on device, ENOSPC)" if free < 1 << 26 else "(a quota, or an I/O error)")
-
-
-def partial_folder(path: Path) -> Path:
-    """Where a sharded checkpoint is written before it is renamed to `path` (the same name on every rank)."""
-    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-
-
-def seal_sharded(temp: Path, path: Path, world_size: int) -> None:
-    """Rank 0, once every rank has written its files into `temp`: sync them, record each file's size in the
-    completion marker, then move the folder to `path`. A folder replaced by it is moved aside first and
-    removed last, so a kill at any point leaves a complete checkpoint under `path` or under `.NAME.old`,
-    which the next `resume=auto` puts back (`remove_unfinished_saves`)."""
-    files = {}
-    for file in sorted(p for p in temp.rglob("*") if p.is_file()):
-        with open(file, "rb+") as f:
-            os.fsync(f.fileno())
-        files[str(file.relative_to(temp))] = file.stat().st_size
-    marker = temp / COMPLETE
-    try:
-        with open(marker, "w") as f:
-            json.dump({"world_size": world_size, "files": files}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        old = path.with_name(f".{path.name}{OLD_SUFFIX}")
-        if path.exists():
-            _remove(old)
-            os.replace(path, old)
-        os.replace(temp, path)
-        _fsync_folder(path.parent)
-        _remove(old)
-    except OSError as err:
-        raise write_failure(path, err) from None
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _check_sharded(path: Path) -> None:
-    """A sharded folder is complete when its marker lists every file at its size (every rank's shards)."""
-    marker = path / COMPLETE
-    if not marker.is_file():
-        missing = [name for name in SHARDED_METADATA if not (path / name).is_file()]
-        if missing:
-            raise DataError(f"checkpoint {path}: sharded checkpoint without {', '.join(missing)} (save cut short)")
-        return  # written before completion markers: its metadata files are the only sign of completion
-    try:
-        listed = json.loads(marker.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"checkpoint {path}: unreadable {COMPLETE} ({err})") from None
-    for name, size in listed.items():
-        file = path / name
-        if not file.is_file() or file.stat().st_size != size:
-            found = f"{file.stat().st_size} bytes" if file.is_file() else "missing"
-            raise DataError(f"checkpoint {path}: shard file {name} is {found}, {COMPLETE} lists {size} bytes")
 
 
 @dataclass(frozen=True)
@@ -195,7 +101,7 @@ def inspect_checkpoint(path: Path, thorough: bool = True) -> Checkpoint:
     path = Path(path)
     try:
         if path.is_dir():
-            _check_sharded(path)
+            check_sharded(path)
             ckpt = torch.load(path / SHARDED_METADATA[0], map_location="cpu", weights_only=True)
             required = [key for key in REQUIRED_KEYS if key not in ("state_dict", "optimizer_states")]
         else:
@@ -269,13 +175,13 @@ def remove_unfinished_saves(folder: Path) -> None:
     for old in folder.glob(f".*{OLD_SUFFIX}"):
         final = folder / old.name[1:-len(OLD_SUFFIX)]
         if final.exists():
-            _remove(old)
+            remove(old)
         else:
             rank_zero_warn(f"restoring {final} from {old}: the save replacing it was cut short")
             os.replace(old, final)
     for temp in [*folder.glob(f".*{TEMP_SUFFIX}"), *folder.glob(f".*{PARTIAL_SUFFIX}")]:
         rank_zero_warn(f"removing {temp}: a checkpoint save that was cut short")
-        _remove(temp)
+        remove(temp)
 
 
 def resolve_resume(resume: str | None, run_dir: Path, identity: dict | None = None) -> Checkpoint | None:

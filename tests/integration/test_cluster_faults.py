@@ -15,7 +15,8 @@ import torch
 from launch import launch, metrics_table, resumed_from, tail, train_command, train_losses, train_steps
 
 from seqlab.config_fault import EXIT_PREEMPTED
-from seqlab.fault import COMPLETE, inspect_checkpoint
+from seqlab.fault import inspect_checkpoint
+from seqlab.sharded import COMPLETE
 
 SEED = 6
 COMMON = ("trainer=smoke", "trainer.deterministic=true", "data.val_batches=1", "resume=auto")

@@ -132,7 +132,7 @@ def test_kept_rows_are_those_the_resumed_run_does_not_log_again(tmp_path):
 def _sharded(folder, step: int, world_size: int = 2):
     """A sharded checkpoint folder as FSDP2 writes it (Lightning's meta.pt, torch's .metadata, one file per
     rank), sealed the way DataParallelFSDP2 seals it."""
-    from seqlab.fault import partial_folder, seal_sharded
+    from seqlab.sharded import partial_folder, seal_sharded
 
     final = folder / f"step{step:07d}.ckpt"
     temp = partial_folder(final)
@@ -147,7 +147,7 @@ def _sharded(folder, step: int, world_size: int = 2):
 
 
 def test_a_sharded_folder_is_sealed_with_every_file_and_checked_file_by_file(tmp_path):
-    from seqlab.fault import COMPLETE
+    from seqlab.sharded import COMPLETE
 
     path = _sharded(tmp_path / "checkpoints", 4)
     assert inspect_checkpoint(path).step == 4

@@ -168,7 +168,7 @@ def test_the_cause_of_a_failed_sharded_save_is_found_in_torchs_checkpoint_except
 
     from torch.distributed.checkpoint.api import CheckpointException
 
-    from seqlab.fault import storage_error
+    from seqlab.sharded import storage_error
 
     def failed(*causes):
         return CheckpointException("save failed", {rank: (cause, traceback.StackSummary())

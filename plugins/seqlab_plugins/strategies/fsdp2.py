@@ -23,7 +23,7 @@ from torch.distributed.fsdp import (
 
 from seqlab.config import StrategyConfig
 from seqlab.errors import WriteError, require
-from seqlab.fault import partial_folder, seal_sharded, storage_error
+from seqlab.sharded import partial_folder, seal_sharded, storage_error
 from seqlab.interfaces import StrategySetup
 from seqlab.registry import STRATEGIES
 
