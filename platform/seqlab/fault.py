@@ -82,6 +82,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
+def write_text_atomically(path: Path, text: str, append: bool = False) -> Path:
+    """Write (or append to) a small text file through a temporary file and a rename; WriteError on failure."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        before = path.read_text(encoding="utf-8") if append and path.is_file() else ""
+        temp.write_text(before + text, encoding="utf-8")
+        os.replace(temp, path)
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        raise write_failure(path, err) from None
+    return path
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     path: Path

@@ -16,6 +16,8 @@ import hashlib
 import json
 from typing import Any, Mapping, Sequence
 
+from seqlab.errors import ConfigError
+
 IDENTITY_KEY = "seqlab_identity"  # the checkpoint entry this module writes (SeqLabModule.on_save_checkpoint)
 RESUMES = "resumes.jsonl"  # RUN_DIR's record of every resume: checkpoint, step, config changes
 # Dotted prefixes of the config keys a resumed run may change freely. data.batch_size and the device counts
@@ -128,8 +130,6 @@ def review_resume(checkpoint_config: Mapping[str, Any] | None, checkpoint_world:
                   world_size: int, where: str) -> dict[str, Any]:
     """Check the config changes between a checkpoint (`where` names it) and the run resuming from it; ConfigError
     naming each refused change. Returns the record of the resume: {"free": ..., "allowed": ...}."""
-    from seqlab.errors import ConfigError
-
     allow = list(run.resume_allow)
     changes = config_changes(checkpoint_config or {}, run) if checkpoint_config is not None else {}
     free, allowed, refused = split_changes(changes, allow)

@@ -12,8 +12,8 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from seqlab.errors import write_failure
+from seqlab.fault import write_text_atomically
 
-TEMP_SUFFIX = ".tmp"
 TRAIN_ROW_KEY = "train/loss"  # logged by the module in every training row of the metrics
 
 
@@ -74,16 +74,11 @@ class MetricsWriter(ExperimentWriter):
 
 
 def _write_rows(path: Path, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
-    temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
-    try:
-        with open(temp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temp, path)
-    except OSError as err:
-        temp.unlink(missing_ok=True)
-        raise write_failure(path, err) from None
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomically(path, text.getvalue())
 
 
 def kept_rows(metrics: Path, resume_step: int) -> list[tuple[int, dict[str, str]]]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,9 +21,11 @@ from seqlab.config import RunConfig
 from seqlab.data.loader import StreamSpec, open_views
 from seqlab.data.store import PreparedCorpus, check_tokenizer
 from seqlab.datamodule import SeqLabDataModule
-from seqlab.errors import ConfigError, DataError, SeqlabError, WriteError, write_failure
+from seqlab.errors import ConfigError, DataError, SeqlabError, WriteError
 from seqlab.evaluation.callback import PeriodicEval
-from seqlab.fault import CHECKPOINTS, AtomicCheckpointIO, Checkpoint, latest_checkpoint, resolve_resume
+from seqlab.fault import (
+    CHECKPOINTS, AtomicCheckpointIO, Checkpoint, latest_checkpoint, resolve_resume, write_text_atomically,
+)
 from seqlab.identity import RESUMES, data_identity, describe_changes, review_resume, run_identity
 from seqlab.interfaces import FeatureConverter, Features, Objective, Rows, StrategySetup
 from seqlab.metrics_log import ResumableCSVLogger
@@ -128,20 +129,6 @@ def build_trainer(run: RunConfig, run_dir: Path, strategy: StrategySetup,
 def save_resolved_config(run: RunConfig, run_dir: Path) -> Path:
     return write_text_atomically(run_dir / RESOLVED_CONFIG,
                                  yaml.safe_dump(dataclasses.asdict(run), sort_keys=False, allow_unicode=True))
-
-
-def write_text_atomically(path: Path, text: str, append: bool = False) -> Path:
-    """Write (or append to) a small text file through a temporary file and a rename; WriteError on failure."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        before = path.read_text() if append and path.is_file() else ""
-        temp.write_text(before + text)
-        os.replace(temp, path)
-    except OSError as err:
-        temp.unlink(missing_ok=True)
-        raise write_failure(path, err) from None
-    return path
 
 
 @rank_zero_only

@@ -105,7 +105,7 @@ def test_a_failed_metrics_append_cuts_the_file_back_to_its_last_complete_row(tmp
 def test_a_failed_config_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from seqlab.train import write_text_atomically
+    from seqlab.fault import write_text_atomically
 
     path = write_text_atomically(tmp_path / "resumes.jsonl", "{}\n")
 
