@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-ARCHITECTURES = ("seq2seq_tiny", "decoder_only")
 # A deterministic objective: packed next-token prediction has no noise. Stochastic objectives (denoising, span
 # corruption, prefix splits) draw their noise per rank, so only the token rows, not the noise, are the same
 # whether a global batch is split over ranks or not; their losses would differ for that reason alone.
@@ -68,8 +67,9 @@ def single_process_losses(tmp_path_factory, cache_dir):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+# decoder_only under fsdp2 against one process: test_cluster_faults.py resumes it 2 -> 1 -> 2 ranks.
+@pytest.mark.parametrize("strategy, architecture", [("ddp", "seq2seq_tiny"), ("ddp", "decoder_only"),
+                                                    ("fsdp2", "seq2seq_tiny")])
 def test_two_ranks_train_like_one_process_on_the_same_global_batch(tmp_path, cache_dir, single_process_losses,
                                                                     strategy, architecture):
     reference = single_process_losses(architecture)
